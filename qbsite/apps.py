@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class QbSiteConfig(AppConfig):
+    name = "qbsite"
+    verbose_name = "QB site"

@@ -1,0 +1,276 @@
+"""QB settings. Everything comes from the environment or `.env` (see `.env.example`).
+
+A bad value stops start-up with ImproperlyConfigured naming the variable (qbsite/env.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from qbsite.env import (
+    env_bool,
+    env_choice,
+    env_int,
+    env_list,
+    env_size,
+    env_str,
+    env_url,
+    load_dotenv_file,
+    redis_url_with_db,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+if not env_bool("QB_IGNORE_DOTENV", False):
+    load_dotenv_file(BASE_DIR / ".env")
+
+ENVIRONMENT = env_choice("ENVIRONMENT", ("development", "production", "test"), "development")
+IS_PRODUCTION = ENVIRONMENT == "production"
+IS_TEST = ENVIRONMENT == "test"
+
+# --- Core --------------------------------------------------------------------------------
+_DEV_SECRET_KEY = "qb-development-only-secret-key-never-use-in-production"
+DEBUG = env_bool("DEBUG", ENVIRONMENT == "development")
+SECRET_KEY = env_str("SECRET_KEY", None, secret=True)
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", [] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]"]
+)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+if IS_PRODUCTION:
+    problems = []
+    if DEBUG:
+        problems.append("DEBUG must be false")
+    if not SECRET_KEY or SECRET_KEY == _DEV_SECRET_KEY:
+        problems.append("SECRET_KEY (or SECRET_KEY_FILE) must be set to a secret value")
+    elif len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        problems.append("SECRET_KEY must be at least 50 characters with 5 distinct ones")
+    if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS must list this site's host names (not empty, not *)")
+    if problems:
+        raise ImproperlyConfigured(
+            "ENVIRONMENT=production refuses to start: " + "; ".join(problems) + "."
+        )
+elif not SECRET_KEY:
+    SECRET_KEY = _DEV_SECRET_KEY
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "qbsite",
+    "ops",
+    "marketdata",
+    "trading",
+    "risk",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "qbsite.urls"
+ASGI_APPLICATION = "qbsite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- PostgreSQL --------------------------------------------------------------------------
+DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql", "pgsql", "timescale"))
+try:
+    _db = dj_database_url.parse(
+        DATABASE_URL.replace("timescale://", "postgres://", 1),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0, min_value=0),
+        conn_health_checks=True,
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL cannot be used: {exc}") from None
+_db["ENGINE"] = "django.db.backends.postgresql"
+_db.setdefault("OPTIONS", {})["application_name"] = env_str("DB_APPLICATION_NAME", "qb")
+_db["TEST"] = {"NAME": env_str("DB_TEST_NAME", f"test_{_db.get('NAME') or 'qb'}")}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache, channel layer, and the real-time buffer --------------------------------
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+if IS_TEST:
+    # Tests flush their Redis database: keep them off the one `make run` uses.
+    REDIS_URL = redis_url_with_db(REDIS_URL, env_int("REDIS_TEST_DB", 15, min_value=0))
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        # Cache keys live beside the market-data keys (market:, candles:, ...): prefix them.
+        "KEY_PREFIX": "cache",
+        "TIMEOUT": 300,
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 2, "SOCKET_TIMEOUT": 2},
+    }
+}
+
+# Channels' Redis layer delivers at most once (DESIGN.md): it carries notifications only.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": "asgi",
+            # A notification older than this is stale; engines rebuild state from the database.
+            "expiry": env_int("CHANNEL_EXPIRY_SECONDS", 30, min_value=1),
+            # Bounded so a stalled consumer cannot eat the 20 MB event budget; a full channel
+            # refuses sends (the sender logs it) instead of growing without limit.
+            "capacity": env_int("CHANNEL_CAPACITY", 1000, min_value=10),
+            "channel_capacity": {"events.market_data_received*": 5000},
+            # Group membership is renewed by each engine's heartbeat well within a day.
+            "group_expiry": env_int("CHANNEL_GROUP_EXPIRY_SECONDS", 86400, min_value=60),
+        },
+    }
+}
+
+# --- Auth, sessions, i18n ---------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+# Stored in UTC; shown in Korea's time, where the market and its operators are.
+TIME_ZONE = "Asia/Seoul"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+
+# --- Security (production) ----------------------------------------------------------------
+if IS_PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, min_value=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    if env_bool("SECURE_PROXY_SSL", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- REST API ----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["qbsite.permissions.RolePermission"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "qbsite.pagination.PageNumberPagination",
+    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "qbsite.api_errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_str("API_THROTTLE_ANON", "60/min"),
+        "user": env_str("API_THROTTLE_USER", "6000/min"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "QB API",
+    "DESCRIPTION": "QB trading back office: market data, trades, positions, risk, operations.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# --- QB domain settings -------------------------------------------------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
+SYSTEM_LOG_LEVEL = env_choice(
+    "SYSTEM_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "WARNING"
+)
+SYSTEM_LOG_RETENTION_DAYS = env_int("SYSTEM_LOG_RETENTION_DAYS", 30, min_value=1)
+MAX_CANDLES_PER_SYMBOL = env_int("MAX_CANDLES_PER_SYMBOL", 200, min_value=1)
+DATA_RETENTION_DAYS = env_int("DATA_RETENTION_DAYS", 365, min_value=1)
+REDIS_MAX_MEMORY = env_size("REDIS_MAX_MEMORY", "150MB")
+POSTGRES_SHARED_BUFFERS = env_size("POSTGRES_SHARED_BUFFERS", "128MB")
+POSTGRES_WORK_MEM = env_size("POSTGRES_WORK_MEM", "4MB")
+
+# KIS Open API (the broker). Secrets: from the environment or <NAME>_FILE; never logged.
+KIS_ENV = env_choice("KIS_ENV", ("real", "virtual"), "virtual")
+KIS_APP_KEY = env_str("KIS_APP_KEY", "", secret=True)
+KIS_APP_SECRET = env_str("KIS_APP_SECRET", "", secret=True)
+KIS_ACCOUNT = env_str("KIS_ACCOUNT", "")
+if KIS_ACCOUNT and not re.fullmatch(r"\d{8}-\d{2}", KIS_ACCOUNT):
+    raise ImproperlyConfigured(
+        f"KIS_ACCOUNT={KIS_ACCOUNT!r} is not CANO-ACNT_PRDT_CD (8 digits, '-', 2 digits)."
+    )
+KIS_HTS_ID = env_str("KIS_HTS_ID", "")
+
+# --- Logging: console, plus system_logs for WARNING and above (ops.logging) ----------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "ops.logging.RedactSecretsFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        },
+        "system_logs": {
+            "class": "ops.logging.SystemLogHandler",
+            "level": SYSTEM_LOG_LEVEL,
+            "filters": ["redact"],
+        },
+    },
+    "root": {"handlers": ["console", "system_logs"], "level": LOG_LEVEL},
+    "loggers": {
+        # Never feed the database's own log lines back into the database.
+        "django.db.backends": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "ops.logging": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}
