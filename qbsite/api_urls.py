@@ -1,7 +1,25 @@
-"""/api/v1/: every app's API routes."""
+"""/api/v1/: every app's API routes. Basenames are fixed so reverse() names never drift."""
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-router = DefaultRouter()
+from marketdata.api import MarketDataViewSet, StockViewSet
+from ops.api import SystemLogViewSet
+from qbsite.api import TokenView, UserViewSet
+from risk.api import RiskMetricViewSet
+from trading.api import PositionViewSet, StrategyPerformanceViewSet, TradeViewSet
 
-urlpatterns = router.urls
+router = DefaultRouter()
+router.register("stocks", StockViewSet, basename="stock")
+router.register("market-data", MarketDataViewSet, basename="market-data")
+router.register("trades", TradeViewSet, basename="trade")
+router.register("positions", PositionViewSet, basename="position")
+router.register("strategy-performance", StrategyPerformanceViewSet, basename="strategy-performance")
+router.register("risk-metrics", RiskMetricViewSet, basename="risk-metric")
+router.register("system-logs", SystemLogViewSet, basename="system-log")
+router.register("users", UserViewSet, basename="user")
+
+urlpatterns = [
+    path("auth/token/", TokenView.as_view(), name="auth-token"),
+    *router.urls,
+]

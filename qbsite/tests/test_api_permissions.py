@@ -1,0 +1,195 @@
+"""The API permission matrix: every role x every resource x every action, from one table.
+
+Columns are the personas: anonymous, stranger (signed in, no role), client, trader, operator.
+404 on market-data's detail actions: that resource has no detail route (composite key).
+405 for an operator on the ledger: those endpoints are read-only for everyone.
+"""
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from marketdata.models import MarketData, Stock
+from qbsite.roles import CLIENT_GROUP
+from qbsite.tests.api_factories import (
+    T0,
+    make_candle,
+    make_log,
+    make_performance,
+    make_position,
+    make_risk_metric,
+    make_stock,
+    make_trade,
+    minutes,
+)
+
+ROLES = ("anonymous", "stranger", "client", "trader", "operator")
+
+READ_ALL = (401, 403, 200, 200, 200)
+READ_OPERATOR = (401, 403, 403, 403, 200)
+NO_WRITE = (401, 403, 403, 403, 405)  # read-only resource: an operator learns the method's absent
+NO_ROUTE = (404, 404, 404, 404, 404)
+READ_ONLY = {
+    "list": READ_ALL,
+    "retrieve": READ_ALL,
+    "create": NO_WRITE,
+    "update": NO_WRITE,
+    "delete": NO_WRITE,
+}
+
+# resource: {action: expected statuses per role, in ROLES order}
+MATRIX = {
+    "stocks": {
+        "list": READ_ALL,
+        "retrieve": READ_ALL,
+        "create": (401, 403, 403, 403, 201),
+        "update": (401, 403, 403, 403, 200),
+        "delete": (401, 403, 403, 403, 204),
+    },
+    "market-data": {
+        "list": READ_ALL,
+        "retrieve": NO_ROUTE,
+        "create": (401, 403, 403, 403, 201),
+        "update": NO_ROUTE,
+        "delete": NO_ROUTE,
+    },
+    "trades": READ_ONLY,
+    "positions": READ_ONLY,
+    "strategy-performance": READ_ONLY,
+    "risk-metrics": READ_ONLY,
+    "system-logs": {**READ_ONLY, "list": READ_OPERATOR, "retrieve": READ_OPERATOR},
+    # The detail object is another client's account: hidden (404) from a trader or a client.
+    "users": {
+        "list": READ_ALL,
+        "retrieve": (401, 403, 404, 404, 200),
+        "create": (401, 403, 405, 405, 405),
+        "update": (401, 403, 404, 404, 200),
+        "delete": (401, 403, 405, 405, 405),
+    },
+    "users/me": {"retrieve": READ_ALL, "update": READ_ALL},
+}
+
+CASES = [
+    pytest.param(resource, action, role, statuses[i], id=f"{resource}-{action}-{role}")
+    for resource, actions in MATRIX.items()
+    for action, statuses in actions.items()
+    for i, role in enumerate(ROLES)
+]
+
+CANDLE = {
+    "symbol": "005930",
+    "interval": "1m",
+    "time": "2024-05-02T09:05:00+09:00",
+    "open": "70000",
+    "high": "70500",
+    "low": "69900",
+    "close": "70200",
+    "volume": 1200,
+}
+
+
+@pytest.fixture
+def world(db):
+    """One object of every kind; returns the detail key and write payloads per resource."""
+    samsung = make_stock()
+    kakao = make_stock("035720", "Kakao", "KOSPI", "Internet")  # no trades: deletable
+    make_candle(time=T0)
+    trade = make_trade(samsung)
+    make_position(samsung)
+    performance = make_performance()
+    metric = make_risk_metric()
+    log = make_log()
+    carl = User.objects.create_user("carl-client", "carl@example.com", "x")
+    carl.groups.add(Group.objects.get_or_create(name=CLIENT_GROUP)[0])
+    return {
+        "stocks": (kakao.symbol, {"symbol": "000660", "name": "SK hynix", "market": "KOSPI"}),
+        "market-data": ("005930", CANDLE),
+        "trades": (trade.pk, {}),
+        "positions": (samsung.symbol, {}),
+        "strategy-performance": (performance.pk, {}),
+        "risk-metrics": (metric.pk, {}),
+        "system-logs": (log.pk, {}),
+        "users": (carl.pk, {}),
+    }
+
+
+UPDATES = {"stocks": {"name": "Kakao Corp."}, "users": {"first_name": "Carl"}}
+
+
+def _request(api, resource, action, world):
+    if resource == "users/me":
+        url = "/api/v1/users/me/"
+        return (
+            api.get(url)
+            if action == "retrieve"
+            else api.patch(url, {"last_name": "X"}, format="json")
+        )
+    key, create_payload = world[resource]
+    base, detail = f"/api/v1/{resource}/", f"/api/v1/{resource}/{key}/"
+    if action == "list":
+        return api.get(base)
+    if action == "retrieve":
+        return api.get(detail)
+    if action == "create":
+        return api.post(base, create_payload, format="json")
+    if action == "update":
+        return api.patch(detail, UPDATES.get(resource, {}), format="json")
+    return api.delete(detail)
+
+
+def _state():
+    return (
+        list(Stock.objects.values_list("symbol", "name")),
+        MarketData.objects.count(),
+        list(User.objects.order_by("pk").values_list("username", "first_name", "last_name")),
+    )
+
+
+@pytest.mark.parametrize(("resource", "action", "role", "expected"), CASES)
+def test_permission_matrix(resource, action, role, expected, world, personas, api_client_for):
+    user = None if role == "anonymous" else personas[role]
+    api = api_client_for(user)
+    before = _state()
+
+    response = _request(api, resource, action, world)
+
+    assert response.status_code == expected, response.content
+    if expected == 401:
+        # TokenAuthentication answers first: a 401 that tells the client how to authenticate.
+        assert response["WWW-Authenticate"] == "Token"
+    if expected >= 400:
+        assert _state() == before, "a refused request changed data"
+    elif action in ("create", "update", "delete"):
+        assert _state() != before
+
+
+def test_every_routed_resource_is_in_the_matrix(operator, api_client_for):
+    root = api_client_for(operator).get("/api/v1/")
+    assert root.status_code == 200
+    assert set(root.data) == {name for name in MATRIX if "/" not in name}
+
+
+def test_superuser_is_an_operator(superuser, api_client_for, db):
+    make_log(timestamp=T0 + minutes(1))
+    response = api_client_for(superuser).get("/api/v1/system-logs/")
+    assert response.status_code == 200
+    assert len(response.data["results"]) == 1
+
+
+def test_inactive_user_token_is_refused(trader, api_client_for):
+    api = api_client_for(trader)
+    trader.is_active = False
+    trader.save()
+    assert api.get("/api/v1/stocks/").status_code == 401
+
+
+def test_session_authentication_works_and_needs_csrf_for_writes(operator, client, db):
+    from django.test import Client
+
+    client.force_login(operator)
+    assert client.get("/api/v1/stocks/").status_code == 200
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(operator)
+    payload = {"symbol": "000660", "name": "SK hynix", "market": "KOSPI"}
+    response = strict.post("/api/v1/stocks/", payload, content_type="application/json")
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["detail"]
