@@ -128,6 +128,12 @@ def env_url(
         )
     if not parts.hostname and not parts.path.strip("/") and "host=" not in parts.query:
         raise ImproperlyConfigured(f"{name} names no host ({mask_url(value)}).")
+    redis_db = parts.path.strip("/")
+    if parts.scheme in ("redis", "rediss") and redis_db and not redis_db.isdigit():
+        raise ImproperlyConfigured(
+            f"{name}: the Redis database must be a number, as in redis://host:6379/0"
+            f" (got {mask_url(value)})."
+        )
     return value
 
 

@@ -15,8 +15,10 @@ from marketdata import timescale
 def forwards(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
         if not timescale.extension_available(cursor):
+            # On a line of its own: `migrate` has printed "Applying ...0002_timescaledb..." and
+            # prints " OK" after.
             sys.stdout.write(
-                "TimescaleDB is not available on this server: market_data stays a plain table;"
+                "\nTimescaleDB is not available on this server: market_data stays a plain table;"
                 " run `manage.py prune_market_data` for retention.\n"
             )
             return
