@@ -58,13 +58,25 @@ class LauncherError(Exception):
 # --- Processes -----------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Linux: the child gets SIGTERM if the launcher dies, even by SIGKILL (no orphans)."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _die_with_parent(signum: int = signal.SIGTERM):
+    """A preexec_fn giving the child `signum` if the launcher dies, even by SIGKILL (Linux).
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    libc is loaded here, in the parent: the child runs only the prctl call (it may already
+    be another user, and a forked child should do as little as possible).
+    """
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            prctl = ctypes.CDLL("libc.so.6").prctl
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:  # pragma: no cover - runs in the forked child
+        if prctl is not None:
+            prctl(pr_set_pdeathsig, signum)
+
+    return preexec
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -120,8 +132,19 @@ class Child:
             self.process.wait()
 
 
-def spawn(name: str, argv: list[str], *, env=None, log=None, **kwargs) -> subprocess.Popen:
-    """Start a child in its own session: Ctrl-C reaches the launcher, which stops them in order."""
+def spawn(
+    name: str,
+    argv: list[str],
+    *,
+    stop_signal: int = signal.SIGTERM,
+    env=None,
+    log=None,
+    **kwargs,
+) -> subprocess.Popen:
+    """Start a child in its own session: Ctrl-C reaches the launcher, which stops them in order.
+
+    Should the launcher die without stopping it, the child gets `stop_signal` (Linux).
+    """
     try:
         return subprocess.Popen(
             argv,
@@ -130,7 +153,7 @@ def spawn(name: str, argv: list[str], *, env=None, log=None, **kwargs) -> subpro
             stdout=log,
             stderr=subprocess.STDOUT if log else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_die_with_parent(stop_signal),
             **kwargs,
         )
     except OSError as exc:
@@ -340,7 +363,7 @@ def start_postgres(
         "-c", f"work_mem={work_mem // 1024}kB",
     ]  # fmt: skip
     with _open_log(var_dir, "postgres") as log:
-        process = spawn("postgres", argv, log=log, **account)
+        process = spawn("postgres", argv, stop_signal=signal.SIGINT, log=log, **account)
     url = _postgres_url(state["port"], state["password"])
     admin_url = _postgres_url(state["port"], state["password"], "postgres")
     child = Child("postgres", process, signal.SIGINT, 60.0)  # SIGINT = fast shutdown
@@ -595,7 +618,8 @@ def run(host: str, port: int, var_dir: Path = VAR_DIR) -> int:
                 print(f"[qb] `{' '.join(argv[1:])}` failed with status {result.returncode}.")
                 return result.returncode
         for name, argv in child_commands(host, port):
-            children.append(Child(name, spawn(name, argv, env=env, cwd=BASE_DIR), signal.SIGINT))
+            process = spawn(name, argv, stop_signal=signal.SIGINT, env=env, cwd=BASE_DIR)
+            children.append(Child(name, process, signal.SIGINT))
         print(banner(services, host, port), flush=True)
         watched = children + [s.child for s in services if s.child]
         while not stop.event.wait(0.5):
@@ -614,6 +638,16 @@ def run(host: str, port: int, var_dir: Path = VAR_DIR) -> int:
         stop_services(services)
 
 
+def _command_preexec():
+    die_with_parent = _die_with_parent(signal.SIGTERM)
+
+    def preexec() -> None:  # pragma: no cover - runs in the forked child
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # we ignore it while the command runs
+        die_with_parent()
+
+    return preexec
+
+
 def exec_command(argv: list[str], var_dir: Path = VAR_DIR) -> int:
     """Run `argv` with the servers' URLs exported; stop what was started for it."""
     if not argv:
@@ -624,19 +658,21 @@ def exec_command(argv: list[str], var_dir: Path = VAR_DIR) -> int:
     process: subprocess.Popen | None = None
 
     def forward(signum, frame):
-        if process is not None and process.poll() is None:
+        if process is None:
+            raise KeyboardInterrupt  # still starting the servers: stop them and leave
+        if process.poll() is None:
             process.send_signal(signum)
 
-    # The command shares our terminal and gets Ctrl-C itself; we wait for it, then clean up.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, forward)
     try:
         services = start_services(env, var_dir)
+        # The command shares our terminal and gets Ctrl-C itself; we wait, then clean up.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             process = subprocess.Popen(
                 argv,
                 env=env,
-                preexec_fn=_reset_signals_and_die_with_parent,
+                preexec_fn=_command_preexec(),
             )
         except OSError as exc:
             print(f"[qb] cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
@@ -645,14 +681,10 @@ def exec_command(argv: list[str], var_dir: Path = VAR_DIR) -> int:
     except LauncherError as exc:
         print(f"[qb] {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         stop_services(services)
-
-
-def _reset_signals_and_die_with_parent() -> None:  # pragma: no cover - in the forked child
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        _die_with_parent()
 
 
 def main(argv: list[str] | None = None) -> int:

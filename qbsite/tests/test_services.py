@@ -283,3 +283,29 @@ def test_run_serves_admin_and_api_and_stops_everything_on_ctrl_c(var_dir):
     assert processes_using(var_dir) == []
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_servers_and_command_stop_even_when_the_launcher_is_killed(var_dir):
+    # SIGKILL leaves the launcher no chance to clean up: the parent-death signal must.
+    ready = var_dir / "command-started"  # in var_dir, so processes_using() sees the command
+    command = f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(600)"
+    launcher = subprocess.Popen(
+        [*launcher_argv(var_dir, "exec", "--"), sys.executable, "-c", command],
+        cwd=BASE_DIR,
+        env=launcher_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists() and time.monotonic() < deadline:
+            assert launcher.poll() is None
+            time.sleep(0.2)
+        assert len(processes_using(var_dir)) >= 3  # postgres, redis and the command
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 60
+    while processes_using(var_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_using(var_dir) == []
