@@ -111,3 +111,35 @@ class MarketData(models.Model):
 
     def __str__(self) -> str:
         return f"{self.symbol} {self.interval} {self.time:%Y-%m-%d %H:%M}"
+
+
+class MarketDataRow(models.Model):
+    """market_data as the admin sees it: an unmanaged, read-only stand-in over the same table.
+
+    Django 5.2's admin refuses models with a composite primary key (AdminSite.register), and
+    MarketData's (symbol, interval, time) key is what the archiver's upsert relies on, so the
+    admin gets this model instead: same table, no migration touches the table through it.
+    Django needs one primary-key field, so `time` is declared as one, but it is NOT unique on
+    its own: never look rows up by `pk`. The admin names a row by (symbol, interval, time)
+    (marketdata/admin.py) and never writes.
+    """
+
+    time = models.DateTimeField(primary_key=True, help_text="Candle open time (UTC).")
+    symbol = models.TextField()
+    interval = models.TextField(choices=Interval.choices)
+    open = PriceField()
+    high = PriceField()
+    low = PriceField()
+    close = PriceField()
+    volume = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "market_data"
+        verbose_name = "market data"
+        verbose_name_plural = "market data"
+        # The real key, for a deterministic order (pages must neither skip nor repeat rows).
+        ordering = ["-time", "symbol", "interval"]
+
+    def __str__(self) -> str:
+        return f"{self.symbol} {self.interval} {self.time:%Y-%m-%d %H:%M}"

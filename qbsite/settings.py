@@ -61,7 +61,7 @@ elif not SECRET_KEY:
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "qbsite.apps.QBAdminConfig",  # django.contrib.admin with the QB site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
