@@ -1,0 +1,383 @@
+"""The collector: feed -> validation -> candles -> Redis (one round trip per batch) -> events.
+
+`collect(batch, state=, redis=, now=)` is the whole job for one batch, a plain function a test
+calls once: validate each tick (bad ones rejected and logged, the good ones kept), aggregate,
+close the candles whose bucket ended by `now` (the feed's clock), write everything to Redis in
+one round trip, and return the stats with the events to publish. An empty batch only advances
+the clock (the engine calls it so that illiquid symbols' candles close on time).
+
+CollectorEngine runs it on the feed named by settings.COLLECTOR_FEED and publishes:
+- `candle_closed` for every closed candle (data {"symbol", "interval", "candle"}), and
+  {"type": "market.update", "kind": "candle", "data": same} to market_stream_group(symbol);
+- `market_data_received` (data {"symbol", "quote": {...}}) and the "quote" market.update,
+  throttled per symbol: at most one per MARKET_EVENT_MIN_INTERVAL_MS (250 ms, wall clock) with
+  the latest quote; a quote held back is sent when its interval is over (trailing edge), so the
+  last quote of a burst is never lost.
+
+Settings read (getattr, defaults): COLLECTOR_FEED ("simulated"), COLLECTOR_SIM_SEED (None:
+a new walk each start), COLLECTOR_SPEED ("1": real time; "10x", "max"), COLLECTOR_BATCH_MAX_TICKS
+(1000), COLLECTOR_BATCH_MAX_MS (20), MARKET_EVENT_MIN_INTERVAL_MS (250), CANDLE_INTERVALS,
+CANDLE_CLOSE_GRACE_SECONDS (2), TICK_FUTURE_TOLERANCE_SECONDS (5),
+COLLECTOR_REJECT_LOG_INTERVAL_SECONDS (10), MAX_CANDLES_PER_SYMBOL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from marketdata import buffer
+from marketdata.aggregation import CandleAggregator, DayQuote, configured_intervals, kst_day
+from marketdata.keys import CANDLE_STREAM, candles_key, market_stream_group, quote_key
+from marketdata.types import Candle
+from marketdata.validation import TickValidator, load_symbols
+from qbsite.engine_base import Engine
+from qbsite.events import EventType, apublish
+
+SOURCE = "collector"
+QUOTE_EVENT_FIELDS = (
+    "timestamp",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "change",
+    "change_rate",
+)
+
+
+def _setting(name: str, default):
+    return getattr(settings, name, default)
+
+
+@dataclass
+class CollectorState:
+    validator: TickValidator
+    aggregator: CandleAggregator
+    accepted: int = 0
+    last_tick: float | None = None
+
+    @classmethod
+    def create(cls, symbols=None, *, intervals=None) -> CollectorState:
+        """symbols: {symbol: SymbolInfo}; None loads stocks_metadata (sync ORM)."""
+        return cls(
+            validator=TickValidator(
+                load_symbols() if symbols is None else symbols,
+                future_tolerance=float(_setting("TICK_FUTURE_TOLERANCE_SECONDS", 5)),
+                log_interval=float(_setting("COLLECTOR_REJECT_LOG_INTERVAL_SECONDS", 10)),
+            ),
+            aggregator=CandleAggregator(
+                intervals or configured_intervals(),
+                close_grace=float(_setting("CANDLE_CLOSE_GRACE_SECONDS", 2)),
+            ),
+        )
+
+    def stats(self) -> dict:
+        agg, val = self.aggregator, self.validator
+        return {
+            "ticks_accepted": self.accepted,
+            "ticks_rejected": dict(val.rejected),
+            "rejected_logs_suppressed": dict(val.log.suppressed_total),
+            "band_unchecked": val.band_unchecked,
+            "candles_closed": agg.candles_closed,
+            "late_ticks_dropped": dict(agg.late_dropped),
+            "last_tick_time": (
+                dt.datetime.fromtimestamp(self.last_tick, dt.UTC).isoformat()
+                if self.last_tick is not None
+                else None
+            ),
+        }
+
+
+@dataclass
+class CollectResult:
+    accepted: int = 0
+    rejected: int = 0
+    closed: list[Candle] = field(default_factory=list)
+    quotes: dict[str, dict] = field(default_factory=dict)  # symbol -> quote event fields
+    write: buffer.WriteBatch | None = None
+
+    def events(self) -> list[tuple[str, dict]]:
+        """(event type, data) in order: closed candles, then one quote per touched symbol."""
+        out = [
+            (
+                EventType.CANDLE_CLOSED.value,
+                {"symbol": c.symbol, "interval": c.interval, "candle": c.to_dict()},
+            )
+            for c in self.closed
+        ]
+        out += [
+            (EventType.MARKET_DATA_RECEIVED.value, {"symbol": symbol, "quote": quote})
+            for symbol, quote in self.quotes.items()
+        ]
+        return out
+
+
+def _epoch(now) -> float:
+    if isinstance(now, dt.datetime):
+        if now.utcoffset() is None:
+            raise ValueError(f"now={now!r} has no time zone: pass the feed's aware clock.")
+        return now.timestamp()
+    return float(now)
+
+
+def prepare(batch, *, state: CollectorState, now) -> CollectResult:
+    """Validate + aggregate + advance to `now`; the Redis writes encoded, not sent."""
+    now_s = _epoch(now)
+    agg, check, add = state.aggregator, state.validator.check, state.aggregator.add
+    result = CollectResult()
+    closed = result.closed
+    accepted = 0
+    last = state.last_tick
+    for tick in batch:
+        good = check(tick, now_s, agg)
+        if good is None:
+            result.rejected += 1
+            continue
+        t, price, volume, kind, second = good
+        found = add(tick.symbol, t, price, volume, kind, second)
+        if found:
+            closed.extend(found)
+        accepted += 1
+        if last is None or t > last:
+            last = t
+    state.accepted += accepted
+    state.last_tick = last
+    result.accepted = accepted
+    closed.extend(agg.advance(now_s))
+    lists, quotes = agg.drain()
+    result.write = buffer.build(lists, quotes)
+    for symbol, quote in quotes.items():
+        fields = quote.fields()
+        result.quotes[symbol] = {name: fields[name] for name in QUOTE_EVENT_FIELDS}
+    return result
+
+
+def collect(batch, *, state: CollectorState, redis, now) -> CollectResult:
+    """One batch into Redis in one round trip (sync redis client). Returns stats and events."""
+    result = prepare(batch, state=state, now=now)
+    buffer.write(redis, result.write)
+    return result
+
+
+async def acollect(batch, *, state: CollectorState, redis, now) -> CollectResult:
+    """collect() with a redis.asyncio client."""
+    result = prepare(batch, state=state, now=now)
+    await buffer.awrite(redis, result.write)
+    return result
+
+
+# --- warm-up ---------------------------------------------------------------------------------
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def warm_up(state: CollectorState, client, now) -> dict:
+    """Continue from Redis after a restart: day quotes from market:{symbol}, open candles from
+    the list heads. A head whose bucket has not ended is the open candle and goes on; one that
+    ended within the last day is queued again on the stream (the archiver's upsert is
+    idempotent; we cannot tell whether it was queued before the restart), without events."""
+    agg = state.aggregator
+    now_s = _epoch(now)
+    symbols = sorted(state.validator.symbols)
+    pipe = client.pipeline(transaction=False)
+    for symbol in symbols:
+        pipe.hgetall(quote_key(symbol))
+        for interval in agg.intervals:
+            pipe.lrange(candles_key(symbol, interval), 0, 1)
+    replies = await pipe.execute()
+    per = 1 + len(agg.intervals)
+    restored = requeued = 0
+    requeue: list[tuple[str, str]] = []
+    for n, symbol in enumerate(symbols):
+        raw, heads = replies[n * per], replies[n * per + 1 : (n + 1) * per]
+        quote = buffer.parse_quote(raw)
+        last_t = None
+        if quote and quote.get("timestamp"):
+            last_t = quote["timestamp"].timestamp()
+            q = DayQuote(kst_day(last_t), _won(quote.get("prev_close")))
+            q.open, q.high, q.low = (_won(quote.get(k)) for k in ("open", "high", "low"))
+            q.close = q.regular_close = _won(quote.get("close"))
+            q.volume = quote.get("volume") or 0
+            q.last_t = last_t
+            agg.quotes[symbol] = q
+        for interval, rows in zip(agg.intervals, heads, strict=True):
+            if not rows:
+                continue
+            head = Candle.from_json(symbol, rows[0])
+            start = int(head.time.timestamp())
+            end = agg.bucket_end(interval, start)
+            if interval == "1d" and symbol in agg.quotes:
+                q = agg.quotes[symbol]
+                if kst_day(start) == q.day:
+                    q.regular_close = int(head.close)
+            if now_s < end + agg.close_grace:
+                agg.restore(symbol, head, last_t=last_t)
+                restored += 1
+            else:
+                agg.restore(symbol, head, last_t=last_t)
+                bar = agg.bars[symbol][agg.intervals.index(interval)]
+                agg.bars[symbol][agg.intervals.index(interval)] = None
+                agg.closed_start[symbol][agg.intervals.index(interval)] = start
+                if end >= now_s - 86400:
+                    requeue.append((bar.json(interval), symbol))
+    if requeue:
+        pipe = client.pipeline(transaction=False)
+        for text, symbol in requeue:
+            pipe.xadd(CANDLE_STREAM, {"c": text, "s": symbol})
+        await pipe.execute()
+        requeued = len(requeue)
+    return {"candles_restored": restored, "candles_requeued": requeued}
+
+
+def _won(value) -> int | None:
+    return None if value is None else int(value)
+
+
+# --- the engine ------------------------------------------------------------------------------
+class CollectorEngine(Engine):
+    name = "collector"
+    has_loop = True
+
+    def __init__(self, feed=None) -> None:
+        super().__init__()
+        self.feed = feed
+        self.state: CollectorState | None = None
+        self.redis = None
+        self.max_ticks = int(_setting("COLLECTOR_BATCH_MAX_TICKS", 1000))
+        self.max_wait = float(_setting("COLLECTOR_BATCH_MAX_MS", 20)) / 1000
+        self.quote_interval = float(_setting("MARKET_EVENT_MIN_INTERVAL_MS", 250)) / 1000
+        self._sent_at: dict[str, float] = {}
+        self._pending: dict[str, dict] = {}
+        self.events_published = 0
+        self.warm: dict = {}
+
+    async def setup(self) -> None:
+        self.redis = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        self.state = await sync_to_async(CollectorState.create)()
+        if self.feed is None:
+            self.feed = self._make_feed()
+        self.warm = await warm_up(self.state, self.redis, self.feed.now())
+        self._seed_prev_closes()
+
+    def _make_feed(self):
+        from marketdata.feeds import make_feed
+
+        spec = _setting("COLLECTOR_FEED", "simulated")
+        options = {"speed": _setting("COLLECTOR_SPEED", "1")}
+        if spec == "simulated":
+            options["seed"] = _setting("COLLECTOR_SIM_SEED", None)
+            agg = self.state.aggregator
+            symbols = {}
+            for symbol in self.state.validator.symbols:
+                q = agg.quotes.get(symbol)
+                symbols[symbol] = (q.regular_close or q.close) if q else None
+            options["instruments"] = {
+                s: info.instrument for s, info in self.state.validator.symbols.items()
+            }
+            return make_feed(spec, symbols=symbols, **options)
+        return make_feed(spec, **options)
+
+    def _seed_prev_closes(self) -> None:
+        """The feed's reference prices are the band's base where the state has none."""
+        agg = self.state.aggregator
+        day = kst_day(self.feed.now().timestamp())
+        for symbol, price in self.feed.reference_prices().items():
+            if symbol in self.state.validator.symbols:
+                agg.set_prev_close(symbol, day, int(price))
+
+    async def loop(self) -> None:
+        queue: asyncio.Queue = asyncio.Queue(maxsize=64)
+        producer = asyncio.create_task(self._produce(queue))
+        done = False
+        try:
+            while not self.stopping.is_set() and not done:
+                batch: list = []
+                deadline = time.monotonic() + self.max_wait
+                while len(batch) < self.max_ticks:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout)
+                    except TimeoutError:
+                        break
+                    if item is None:
+                        done = True
+                        break
+                    batch.extend(item)
+                await self.step(batch)
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+
+    async def _produce(self, queue: asyncio.Queue) -> None:
+        try:
+            async for batch in self.feed.batches():
+                await queue.put(batch)
+        finally:
+            await queue.put(None)
+
+    async def step(self, batch) -> CollectResult | None:
+        """One batch (or an empty one: the clock) through collect() and the events. Errors are
+        logged, not raised: the engine goes on with the next batch."""
+        try:
+            result = await acollect(batch, state=self.state, redis=self.redis, now=self.feed.now())
+            await self.publish(result)
+            return result
+        except Exception:
+            self.log.exception("Collector batch of %d ticks failed", len(batch))
+            return None
+
+    async def publish(self, result: CollectResult) -> None:
+        layer = get_channel_layer()
+        for candle in result.closed:
+            data = {
+                "symbol": candle.symbol,
+                "interval": candle.interval,
+                "candle": candle.to_dict(),
+            }
+            await apublish(EventType.CANDLE_CLOSED, data, source=SOURCE)
+            if layer is not None:
+                await layer.group_send(
+                    market_stream_group(candle.symbol),
+                    {"type": "market.update", "kind": "candle", "data": data},
+                )
+            self.events_published += 1
+        self._pending.update(result.quotes)
+        if not self._pending:
+            return
+        now = time.monotonic()
+        due = [s for s in self._pending if now - self._sent_at.get(s, -1e9) >= self.quote_interval]
+        for symbol in due:
+            data = {"symbol": symbol, "quote": self._pending.pop(symbol)}
+            self._sent_at[symbol] = now
+            await apublish(EventType.MARKET_DATA_RECEIVED, data, source=SOURCE)
+            if layer is not None:
+                await layer.group_send(
+                    market_stream_group(symbol),
+                    {"type": "market.update", "kind": "quote", "data": data},
+                )
+            self.events_published += 1
+
+    def stats(self) -> dict:
+        figures = self.state.stats() if self.state else {}
+        figures["events_published"] = self.events_published
+        figures["quotes_held_back"] = len(self._pending)
+        return figures
+
+    async def stop(self) -> None:
+        if self.feed is not None:
+            await self.feed.close()
+        if self.redis is not None:
+            await self.redis.aclose()
