@@ -153,7 +153,11 @@ CHANNEL_LAYERS = {
             # Bounded so a stalled consumer cannot eat the 20 MB event budget; a full channel
             # refuses sends (the sender logs it) instead of growing without limit.
             "capacity": env_int("CHANNEL_CAPACITY", 1000, min_value=10),
-            "channel_capacity": {"events.market_data_received*": 5000},
+            # Engine channels (engine.<name>, members of the event groups) take bursts: every
+            # 1m candle of the universe closes at the same second (2,500 candle_closed at once).
+            "channel_capacity": {
+                "engine.*": env_int("CHANNEL_ENGINE_CAPACITY", 20000, min_value=10)
+            },
             # Group membership is renewed by each engine's heartbeat well within a day.
             "group_expiry": env_int("CHANNEL_GROUP_EXPIRY_SECONDS", 86400, min_value=60),
         },
