@@ -1,0 +1,499 @@
+"""The archiver: closed candles from the Redis Stream CANDLE_STREAM into market_data.
+
+At least once, and exactly once in effect (DESIGN.md, "Data that must not be lost"):
+entries are read with the consumer group ARCHIVER_GROUP, upserted in one PostgreSQL
+transaction per batch (marketdata.copy, ON CONFLICT DO NOTHING: a re-sent closed candle is
+the same candle, and history corrected by the backfill is never overwritten by a replay),
+and only after the commit acknowledged and deleted (XACK + XDEL in one MULTI: the archiver
+owns the stream's trimming, so the stream holds exactly what is not archived yet).
+
+One round of `Archiver.run_once()`:
+1. entries this consumer was given and did not acknowledge (a batch that failed), then
+   entries of other consumers idle longer than `claim_idle_ms` (a process that died:
+   XAUTOCLAIM), then new entries (XREADGROUP > with COUNT and BLOCK);
+2. invalid candles (unparseable, or refused by `candle_problem`) go to DEAD_STREAM with the
+   reason and a WARNING in system_logs, and are acknowledged: they never block a batch;
+3. the valid ones are upserted and committed; then acknowledged.
+If PostgreSQL is down nothing is acknowledged: the round reports a retry delay (exponential,
+capped), the outage is said once on stderr (system_logs lives in that database), and when the
+database returns the entries are read again from this consumer's pending list and drained.
+A process killed between the commit and the acknowledgement leaves its entries pending: the
+next archiver claims them and the upsert finds them stored (no duplicate, no gap).
+
+The work is sync (redis-py and psycopg, a connection of its own): ArchiverEngine runs each round
+in a thread, so the other engines' event loop never waits on PostgreSQL.
+
+Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (1000 entries per round),
+ARCHIVER_BLOCK_MS (1000, how long a round waits for new entries), ARCHIVER_CLAIM_IDLE_MS
+(60000, idle time after which another consumer's pending entry is taken over),
+ARCHIVER_MAX_BACKOFF_SECONDS (30), ARCHIVER_DEAD_MAXLEN (100000, entries kept in DEAD_STREAM),
+ARCHIVER_CHECK_TICK (False, refuse prices off the KRX tick grid), ARCHIVER_DATABASE_URL
+(unset: Django's database).
+
+Fault injection for the crash test: with the environment variable
+QB_ARCHIVER_EXIT_AFTER_COMMIT=1 the process calls os._exit(9) right after the first commit,
+before acknowledging (marketdata/tests/test_archiver.py). Nothing else reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+import redis
+from django.conf import settings
+
+from marketdata.copy import UpsertResult, candle_problem, candles_copy_upsert, connect
+from marketdata.keys import ARCHIVER_GROUP, CANDLE_STREAM
+from marketdata.types import Candle
+
+# Invalid candles, with the reason: the original fields plus "reason", "id" (the entry id in
+# CANDLE_STREAM) and "at". Read by people (redis-cli XRANGE), capped at ARCHIVER_DEAD_MAXLEN.
+DEAD_STREAM = "stream:candles:dead"
+
+EXIT_AFTER_COMMIT_ENV = "QB_ARCHIVER_EXIT_AFTER_COMMIT"
+
+log = logging.getLogger("qb.archiver")
+
+
+def consumer_name() -> str:
+    """host-pid: unique per process, so a restarted process never inherits a dead one's entries
+    silently (it claims them once they are idle)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def ensure_group(client: redis.Redis) -> None:
+    """Create the stream and its consumer group if missing (from id 0: nothing is skipped)."""
+    try:
+        client.xgroup_create(CANDLE_STREAM, ARCHIVER_GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+@dataclass
+class RoundOutcome:
+    read: int = 0
+    archived: int = 0  # rows inserted
+    already_stored: int = 0  # entries whose candle was in market_data already (re-deliveries)
+    dead: int = 0
+    acked: int = 0
+    retry_after: float | None = None  # seconds to wait before the next round (an outage)
+    error: str | None = None
+
+
+@dataclass
+class _Entry:
+    id: bytes
+    fields: dict | None
+    row: tuple | None = None
+    reason: str | None = None
+
+
+@dataclass
+class _Totals:
+    archived: int = 0
+    already_stored: int = 0
+    dead: int = 0
+    rounds: int = 0
+    pending: int = 0
+    lag: int = 0
+    last_error: str | None = None
+    last_error_at: str | None = None
+    down: set = field(default_factory=set)
+
+
+class Archiver:
+    def __init__(
+        self,
+        *,
+        redis_client: redis.Redis | None = None,
+        database_url: str | None = None,
+        consumer: str | None = None,
+        batch_size: int | None = None,
+        block_ms: int | None = None,
+        claim_idle_ms: int | None = None,
+        max_backoff: float | None = None,
+        check_tick: bool | None = None,
+    ) -> None:
+        self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 1000)
+        self.block_ms = (
+            block_ms if block_ms is not None else getattr(settings, "ARCHIVER_BLOCK_MS", 1000)
+        )
+        self.claim_idle_ms = (
+            claim_idle_ms
+            if claim_idle_ms is not None
+            else getattr(settings, "ARCHIVER_CLAIM_IDLE_MS", 60_000)
+        )
+        self.max_backoff = (
+            max_backoff
+            if max_backoff is not None
+            else getattr(settings, "ARCHIVER_MAX_BACKOFF_SECONDS", 30.0)
+        )
+        self.check_tick = (
+            check_tick
+            if check_tick is not None
+            else getattr(settings, "ARCHIVER_CHECK_TICK", False)
+        )
+        self.dead_maxlen = getattr(settings, "ARCHIVER_DEAD_MAXLEN", 100_000)
+        self.database_url = database_url or getattr(settings, "ARCHIVER_DATABASE_URL", None)
+        self.consumer = consumer or consumer_name()
+        self.redis = redis_client or redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=5,
+            # Longer than a blocking read, so a quiet stream is not taken for a dead server.
+            socket_timeout=self.block_ms / 1000 + 10,
+        )
+        self._conn: psycopg.Connection | None = None
+        self._group_ready = False
+        # Re-read our own pending entries first: at start (a previous round of this consumer
+        # cannot exist, but the flag is cheap) and after any round that did not acknowledge.
+        self._own_pending = True
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0
+        self._backoff = 0.0
+        self._down_since: dict[str, float] = {}
+        self._totals = _Totals()
+        self._lock = threading.Lock()
+
+    # --- one round ----------------------------------------------------------------------
+
+    def run_once(self) -> RoundOutcome:
+        """Read, upsert, commit, acknowledge one batch. Never raises for an outage."""
+        outcome = RoundOutcome()
+        try:
+            if not self._group_ready:
+                ensure_group(self.redis)
+                self._group_ready = True
+            entries = self._fetch()
+        except redis.RedisError as exc:
+            return self._failed("redis", exc, outcome)
+        self._recovered("redis")
+        outcome.read = len(entries)
+        if not entries:
+            self._refresh_gauges()
+            return outcome
+        for entry in entries:
+            self._parse(entry)
+        dead = [e for e in entries if e.reason is not None]
+        good = [e for e in entries if e.row is not None]
+        gone = [e for e in entries if e.fields is None]  # deleted before it was acknowledged
+        try:
+            if dead or gone:
+                # Needs no database: set aside even while PostgreSQL is down.
+                self._dead_letter(dead, gone)
+                outcome.dead = len(dead)
+                outcome.acked += len(dead) + len(gone)
+        except redis.RedisError as exc:
+            return self._failed("redis", exc, outcome)
+        if good:
+            try:
+                result, refused = self._upsert(good)
+            except (psycopg.Error, OSError) as exc:
+                return self._failed("postgresql", exc, outcome)
+            self._recovered("postgresql")
+            if os.environ.get(EXIT_AFTER_COMMIT_ENV) == "1":
+                os._exit(9)  # the crash test's kill point: committed, not acknowledged
+            if refused:
+                # The database refused rows that passed candle_problem (a rule it lacks).
+                try:
+                    self._dead_letter(refused, [])
+                except redis.RedisError as exc:
+                    return self._failed("redis", exc, outcome)
+                outcome.dead += len(refused)
+                outcome.acked += len(refused)
+                good = [e for e in good if e.reason is None]
+            outcome.archived = result.inserted
+            outcome.already_stored = result.unchanged + result.repeated
+            try:
+                self._ack([e.id for e in good])
+            except redis.RedisError as exc:
+                # Committed but not acknowledged: re-read next round, found stored, acknowledged.
+                return self._failed("redis", exc, outcome)
+            outcome.acked += len(good)
+        self._backoff = 0.0
+        with self._lock:
+            totals = self._totals
+            totals.archived += outcome.archived
+            totals.already_stored += outcome.already_stored
+            totals.dead += outcome.dead
+            totals.rounds += 1
+        return outcome
+
+    def _fetch(self) -> list[_Entry]:
+        if self._own_pending:
+            entries = self._read("0", block=None)
+            if entries:
+                return entries
+            self._own_pending = False
+        if time.monotonic() >= self._next_claim:
+            cursor, claimed, *_ = self.redis.xautoclaim(
+                CANDLE_STREAM,
+                ARCHIVER_GROUP,
+                self.consumer,
+                min_idle_time=self.claim_idle_ms,
+                start_id=self._claim_cursor,
+                count=self.batch_size,
+            )
+            cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
+            self._claim_cursor = cursor
+            if cursor == "0-0":  # scanned the whole pending list: look again later
+                self._next_claim = time.monotonic() + min(self.claim_idle_ms / 2000, 5.0)
+            if claimed:
+                return [_Entry(entry_id, fields or None) for entry_id, fields in claimed]
+        return self._read(">", block=self.block_ms)
+
+    def _read(self, start: str, *, block: int | None) -> list[_Entry]:
+        try:
+            answer = self.redis.xreadgroup(
+                ARCHIVER_GROUP,
+                self.consumer,
+                {CANDLE_STREAM: start},
+                count=self.batch_size,
+                block=block,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):  # the stream or group was deleted: make it again
+                self._group_ready = False
+            raise
+        if not answer:
+            return []
+        # RESP2 gives [[stream, entries]], RESP3 {stream: [entries]}.
+        entries = answer[0][1] if isinstance(answer, list) else next(iter(answer.values()))[0]
+        return [_Entry(entry_id, fields or None) for entry_id, fields in entries]
+
+    def _parse(self, entry: _Entry) -> None:
+        if entry.fields is None:
+            return
+        raw_symbol = entry.fields.get(b"s")
+        raw_candle = entry.fields.get(b"c")
+        if raw_symbol is None or raw_candle is None:
+            entry.reason = "entry has no 'c' (candle JSON) or no 's' (symbol) field"
+            return
+        try:
+            candle = Candle.from_json(raw_symbol.decode(), raw_candle)
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            entry.reason = f"candle JSON cannot be read: {type(exc).__name__}: {exc}"
+            return
+        row = (
+            candle.symbol,
+            candle.interval,
+            candle.time,
+            candle.open,
+            candle.high,
+            candle.low,
+            candle.close,
+            candle.volume,
+        )
+        problem = candle_problem(row, check_tick=self.check_tick)
+        if problem:
+            entry.reason = problem
+        else:
+            entry.row = row
+
+    def _upsert(self, good: list[_Entry]) -> tuple[UpsertResult, list[_Entry]]:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                return candles_copy_upsert(conn, [e.row for e in good], on_conflict="nothing"), []
+        except (psycopg.DataError, psycopg.IntegrityError):
+            pass
+        # One row of the batch breaks a rule the database checks and candle_problem does not:
+        # find it row by row, so the others are stored and the batch is never stuck.
+        result = UpsertResult()
+        refused = []
+        for entry in good:
+            try:
+                with conn.transaction():
+                    result += candles_copy_upsert(conn, [entry.row], on_conflict="nothing")
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                entry.reason = f"refused by PostgreSQL: {str(exc).strip().splitlines()[0]}"
+                entry.row = None
+                refused.append(entry)
+        return result, refused
+
+    def _dead_letter(self, dead: list[_Entry], gone: list[_Entry]) -> None:
+        at = datetime.now(UTC).isoformat()
+        ids = [e.id for e in dead + gone]
+        with self.redis.pipeline(transaction=True) as pipe:
+            for entry in dead:
+                fields = dict(entry.fields or {})
+                fields.update({b"reason": entry.reason, b"id": entry.id, b"at": at})
+                pipe.xadd(DEAD_STREAM, fields, maxlen=self.dead_maxlen, approximate=True)
+            pipe.xack(CANDLE_STREAM, ARCHIVER_GROUP, *ids)
+            pipe.xdel(CANDLE_STREAM, *ids)
+            pipe.execute()
+        for entry in dead:
+            fields = entry.fields or {}
+            log.warning(
+                "Invalid candle set aside in %s: %s",
+                DEAD_STREAM,
+                entry.reason,
+                extra={
+                    "metadata": {
+                        "stream_id": entry.id.decode(),
+                        "symbol": _text(fields.get(b"s")),
+                        "candle": _text(fields.get(b"c")),
+                        "reason": entry.reason,
+                    }
+                },
+            )
+
+    def _ack(self, ids: list[bytes]) -> None:
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(CANDLE_STREAM, ARCHIVER_GROUP, *ids)
+            pipe.xdel(CANDLE_STREAM, *ids)
+            pipe.xlen(CANDLE_STREAM)
+            pipe.xpending(CANDLE_STREAM, ARCHIVER_GROUP)
+            *_, length, pending = pipe.execute()
+        self._set_gauges(length, pending)
+
+    def _refresh_gauges(self) -> None:
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xlen(CANDLE_STREAM)
+                pipe.xpending(CANDLE_STREAM, ARCHIVER_GROUP)
+                length, pending = pipe.execute()
+        except redis.RedisError:
+            return
+        self._set_gauges(length, pending)
+
+    def _set_gauges(self, length: int, pending: dict) -> None:
+        with self._lock:
+            self._totals.lag = length
+            self._totals.pending = pending.get("pending", 0) if isinstance(pending, dict) else 0
+
+    # --- outages ------------------------------------------------------------------------
+
+    def _failed(self, what: str, exc: BaseException, outcome: RoundOutcome) -> RoundOutcome:
+        if what == "postgresql":
+            self._disconnect()
+        self._own_pending = True  # what we were given is still ours: read it again
+        self._backoff = min(self.max_backoff, self._backoff * 2 or 0.5)
+        message = f"{what}: {_describe(exc)}"
+        with self._lock:
+            self._totals.last_error = message
+            self._totals.last_error_at = datetime.now(UTC).isoformat()
+        if what not in self._down_since:
+            self._down_since[what] = time.monotonic()
+            # stderr, not logging: system_logs is in the database that may be the one down.
+            _stderr(
+                f"qb archiver: {what} unavailable ({_describe(exc)}); nothing acknowledged,"
+                f" retrying with backoff up to {self.max_backoff:g}s."
+            )
+        outcome.retry_after = self._backoff
+        outcome.error = message
+        return outcome
+
+    def _recovered(self, what: str) -> None:
+        since = self._down_since.pop(what, None)
+        if since is not None:
+            seconds = time.monotonic() - since
+            _stderr(f"qb archiver: {what} is back after {seconds:.1f}s; draining the backlog.")
+            log.warning(
+                "Archiver: %s was unavailable for %.1f s; the backlog is being archived.",
+                what,
+                seconds,
+                extra={"metadata": {"outage_seconds": round(seconds, 1), "store": what}},
+            )
+
+    # --- connections, stats, loop ---------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.database_url, application_name="qb-archiver")
+        return self._conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def stats(self) -> dict:
+        with self._lock:
+            t = self._totals
+            return {
+                "consumer": self.consumer,
+                "archived": t.archived,
+                "already_stored": t.already_stored,
+                "dead": t.dead,
+                "rounds": t.rounds,
+                "pending": t.pending,
+                "lag": t.lag,
+                "down": sorted(self._down_since),
+                "last_error": t.last_error,
+                "last_error_at": t.last_error_at,
+            }
+
+    def run(self, stop: threading.Event | None = None, *, until_empty: bool = False) -> None:
+        """Rounds until `stop` is set (or, with until_empty, until nothing is left to archive)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            outcome = self.run_once()
+            if outcome.retry_after:
+                stop.wait(outcome.retry_after)
+            elif until_empty and outcome.read == 0 and self.stats()["pending"] == 0:
+                return
+
+    def close(self) -> None:
+        self._disconnect()
+        self.redis.close()
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _describe(exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"
+
+
+def _stderr(line: str) -> None:
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One archiver process without the engines runtime, after django.setup() (the crash test
+    runs it in a child process: `python -c "import django; django.setup();
+    from marketdata.archiver import main; main()" --until-empty`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="archiver")
+    parser.add_argument("--database-url", help="Default: Django's database.")
+    parser.add_argument("--redis-url", help="Default: settings.REDIS_URL.")
+    parser.add_argument("--claim-idle-ms", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--until-empty", action="store_true", help="Stop when drained.")
+    args = parser.parse_args(argv)
+    client = redis.Redis.from_url(args.redis_url) if args.redis_url else None
+    archiver = Archiver(
+        redis_client=client,
+        database_url=args.database_url,
+        claim_idle_ms=args.claim_idle_ms,
+        batch_size=args.batch_size,
+        block_ms=200 if args.until_empty else None,
+    )
+    try:
+        archiver.run(until_empty=args.until_empty)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print(json.dumps(archiver.stats()))
+        archiver.close()

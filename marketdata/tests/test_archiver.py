@@ -1,0 +1,318 @@
+"""The archiver against the real Redis (test database) and PostgreSQL (test database).
+
+The archiver writes on a connection of its own and commits, so these tests use
+django_db(transaction=True) and read committed rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from psycopg.conninfo import make_conninfo
+
+from marketdata.archiver import DEAD_STREAM, EXIT_AFTER_COMMIT_ENV, Archiver
+from marketdata.engines.archiver import ArchiverEngine
+from marketdata.keys import ARCHIVER_GROUP, CANDLE_STREAM
+from marketdata.models import MarketData
+from marketdata.types import Candle
+from ops.logging import SystemLogHandler
+from ops.models import SystemLog
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPO = Path(__file__).resolve().parents[2]
+T0 = dt.datetime(2024, 3, 4, 0, 0, tzinfo=dt.UTC)  # 09:00 KST
+
+
+def db_url(**overrides) -> str:
+    db = settings.DATABASES["default"]
+    params = {
+        "dbname": db["NAME"],
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "host": db.get("HOST") or None,
+        "port": str(db["PORT"]) if db.get("PORT") else None,
+    }
+    params.update(overrides)
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def candle(i: int, symbol: str = "005930", price: int = 70_000, interval: str = "1m") -> Candle:
+    return Candle(
+        symbol=symbol,
+        interval=interval,
+        time=T0 + dt.timedelta(minutes=i),
+        open=Decimal(price),
+        high=Decimal(price + 200),
+        low=Decimal(price - 100),
+        close=Decimal(price + 100),
+        volume=1000 + i,
+    )
+
+
+def push(redis_client, candles) -> list[bytes]:
+    pipe = redis_client.pipeline()
+    for c in candles:
+        pipe.xadd(CANDLE_STREAM, {"c": c.to_json(), "s": c.symbol})
+    return pipe.execute()
+
+
+def push_raw(redis_client, fields: dict) -> bytes:
+    return redis_client.xadd(CANDLE_STREAM, fields)
+
+
+def stored() -> dict[tuple, tuple]:
+    return {
+        (r.symbol, r.interval, r.time): (r.open, r.high, r.low, r.close, r.volume)
+        for r in MarketData.objects.all()
+    }
+
+
+def as_row(c: Candle) -> tuple:
+    return (c.open, c.high, c.low, c.close, c.volume)
+
+
+def pending(redis_client) -> int:
+    return redis_client.xpending(CANDLE_STREAM, ARCHIVER_GROUP)["pending"]
+
+
+@pytest.fixture
+def make_archiver(redis_client):
+    made = []
+
+    def make(**options):
+        options.setdefault("database_url", db_url())
+        options.setdefault("block_ms", 50)
+        archiver = Archiver(**options)
+        made.append(archiver)
+        return archiver
+
+    yield make
+    for archiver in made:
+        archiver.close()
+
+
+def test_a_batch_is_upserted_committed_acknowledged_and_deleted(redis_client, make_archiver):
+    candles = [candle(i) for i in range(40)] + [candle(i, symbol="000660") for i in range(10)]
+    push(redis_client, candles)
+    archiver = make_archiver()
+
+    outcome = archiver.run_once()
+
+    assert (outcome.read, outcome.archived, outcome.acked, outcome.dead) == (50, 50, 50, 0)
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+    assert redis_client.xlen(CANDLE_STREAM) == 0  # acknowledged and deleted: no growth
+    assert pending(redis_client) == 0
+    stats = archiver.stats()
+    assert (stats["archived"], stats["lag"], stats["pending"], stats["last_error"]) == (
+        50,
+        0,
+        0,
+        None,
+    )
+
+
+def test_a_resent_candle_is_not_stored_twice_and_does_not_overwrite(redis_client, make_archiver):
+    archiver = make_archiver()
+    first = candle(0)
+    push(redis_client, [first])
+    archiver.run_once()
+    # The same key again with other values (a replay after a crash, or a stale re-send): the
+    # stored row wins; the backfill is the tool that corrects history.
+    again = candle(0, price=71_000)
+    push(redis_client, [again, first])
+
+    outcome = archiver.run_once()
+
+    assert (outcome.archived, outcome.already_stored, outcome.acked) == (0, 2, 2)
+    assert stored() == {(first.symbol, first.interval, first.time): as_row(first)}
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+
+
+def run_child(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    child_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "qbsite.settings_test"}
+    child_env.pop(EXIT_AFTER_COMMIT_ENV, None)
+    child_env.update(env or {})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from marketdata.archiver import main; main()",
+            "--database-url",
+            db_url(),
+            "--redis-url",
+            settings.REDIS_URL,
+            *args,
+        ],
+        cwd=REPO,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_killed_between_commit_and_ack_the_restart_leaves_each_candle_exactly_once(redis_client):
+    candles = [candle(i) for i in range(250)]
+    push(redis_client, candles)
+
+    # A real process, killed (os._exit) right after its first commit, before XACK.
+    killed = run_child("--batch-size", "100", env={EXIT_AFTER_COMMIT_ENV: "1"})
+    assert killed.returncode == 9, killed.stderr
+    assert len(stored()) == 100  # committed ...
+    assert redis_client.xlen(CANDLE_STREAM) == 250  # ... but nothing acknowledged or deleted
+    assert pending(redis_client) == 100  # owned by a consumer that no longer exists
+
+    # A new process (another pid, another consumer) claims the dead one's entries at once.
+    restarted = run_child("--batch-size", "100", "--claim-idle-ms", "0", "--until-empty")
+    assert restarted.returncode == 0, restarted.stderr
+
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+    assert MarketData.objects.count() == 250
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+
+
+@pytest.mark.parametrize(
+    "unreachable",
+    [
+        pytest.param(lambda: db_url(host="127.0.0.1", port=str(closed_port())), id="closed-port"),
+        pytest.param(lambda: db_url(dbname="qb_archiver_no_such_db"), id="no-such-database"),
+    ],
+)
+def test_while_postgresql_is_down_nothing_is_acked_and_the_backlog_drains_later(
+    redis_client, make_archiver, capsys, unreachable
+):
+    candles = [candle(i) for i in range(30)]
+    push(redis_client, candles)
+    archiver = make_archiver(database_url=unreachable(), max_backoff=0.05)
+
+    outcomes = [archiver.run_once() for _ in range(4)]
+
+    assert all(o.retry_after and o.acked == 0 and o.archived == 0 for o in outcomes)
+    assert MarketData.objects.count() == 0
+    assert redis_client.xlen(CANDLE_STREAM) == 30  # none lost
+    assert pending(redis_client) == 30  # none acknowledged
+    assert archiver.stats()["down"] == ["postgresql"]
+    assert archiver.stats()["last_error"].startswith("postgresql: ")
+    err = capsys.readouterr().err
+    assert err.count("postgresql unavailable") == 1  # once per outage, not per retry
+
+    archiver.database_url = db_url()  # the database is back
+    more = [candle(i) for i in range(30, 40)]
+    push(redis_client, more)
+    while archiver.run_once().read:
+        pass
+
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles + more}
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+    assert archiver.stats()["down"] == []
+    assert "postgresql is back" in capsys.readouterr().err
+
+
+def test_the_backoff_doubles_up_to_its_cap(redis_client, make_archiver):
+    push(redis_client, [candle(0)])
+    archiver = make_archiver(
+        database_url=db_url(host="127.0.0.1", port=str(closed_port())), max_backoff=3
+    )
+    assert [archiver.run_once().retry_after for _ in range(5)] == [0.5, 1.0, 2.0, 3, 3]
+
+
+def test_invalid_candles_go_to_the_dead_letter_stream_and_system_logs(redis_client, make_archiver):
+    good = [candle(0), candle(1)]
+    push(redis_client, good[:1])
+    bad_ids = [
+        push_raw(
+            redis_client,
+            {"c": candle(2).to_json().replace('"low":69900', '"low":70500'), "s": "005930"},
+        ),
+        push_raw(redis_client, {"c": "{not json", "s": "005930"}),
+        push_raw(redis_client, {"c": candle(3).to_json(), "s": "bad"}),
+        push_raw(redis_client, {"s": "005930"}),
+        push_raw(redis_client, {"c": candle(4, price=0).to_json(), "s": "005930"}),
+    ]
+    push(redis_client, good[1:])
+    archiver = make_archiver()
+
+    outcome = archiver.run_once()
+
+    assert (outcome.read, outcome.archived, outcome.dead, outcome.acked) == (7, 2, 5, 7)
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in good}
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+    dead = redis_client.xrange(DEAD_STREAM)
+    assert [fields[b"id"] for _, fields in dead] == bad_ids
+    reasons = [fields[b"reason"].decode() for _, fields in dead]
+    assert "high 70200 < low 70500" in reasons[0]
+    assert "candle JSON cannot be read" in reasons[1]
+    assert "symbol 'bad' is not a KRX code" in reasons[2]
+    assert "no 'c'" in reasons[3]
+    assert "open 0 is not > 0" in reasons[4]
+    assert dead[0][1][b"c"].startswith(b"{")  # the original candle is kept for a person
+
+    [handler] = [h for h in logging.getLogger().handlers if isinstance(h, SystemLogHandler)]
+    assert handler.flush(timeout=30)
+    logged = SystemLog.objects.filter(
+        component="qb.archiver", level="WARNING", message__startswith="Invalid candle"
+    ).order_by("id")
+    assert [row.metadata["reason"] for row in logged] == reasons
+    assert logged[0].metadata["stream_id"] == bad_ids[0].decode()
+
+
+def test_many_consumers_share_the_group_without_double_work(redis_client, make_archiver):
+    candles = [candle(i, symbol=f"{s:06d}") for s in range(8) for i in range(150)]
+    push(redis_client, candles)
+    archivers = [make_archiver(consumer=f"test-{n}", batch_size=40) for n in range(4)]
+    threads = [threading.Thread(target=a.run, kwargs={"until_empty": True}) for a in archivers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    stats = [a.stats() for a in archivers]
+    # Every entry went to exactly one consumer: no candle was upserted twice.
+    assert sum(s["archived"] for s in stats) == len(candles)
+    assert sum(s["already_stored"] for s in stats) == 0
+    assert MarketData.objects.count() == len(candles)
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+
+
+def test_the_engine_archives_in_its_loop_and_stops(redis_client):
+    push(redis_client, [candle(i) for i in range(20)])
+    engine = ArchiverEngine(database_url=db_url(), block_ms=50)
+
+    async def lifetime():
+        await engine.setup()
+        task = asyncio.create_task(engine.loop())
+        for _ in range(400):
+            if engine.stats()["archived"] == 20:
+                break
+            await asyncio.sleep(0.05)
+        engine.stopping.set()
+        await asyncio.wait_for(task, timeout=10)
+        await engine.stop()
+
+    asyncio.run(lifetime())
+
+    assert engine.stats()["archived"] == 20
+    assert MarketData.objects.count() == 20
+    assert redis_client.xlen(CANDLE_STREAM) == 0
