@@ -101,13 +101,11 @@ def test_before_the_open_no_intraday_candle_and_the_open_print_starts_the_day(ag
 
 def test_the_closing_auction_print_goes_into_the_last_regular_candle(agg):
     push(agg, kst(15, 19, 30), 70000, 5)
-    assert (
-        push(agg, kst(15, 30, 0), 70500, 900)
-        == [  # the closing auction print
-            c for c in [] if c
-        ]
-        or True
-    )
+    closed = push(agg, kst(15, 30, 0), 70500, 900)  # the closing auction print
+    assert sorted((c.interval, c.time) for c in closed) == [
+        ("1m", kst(15, 19).astimezone(dt.UTC)),
+        ("5m", kst(15, 15).astimezone(dt.UTC)),
+    ]
     bars = dict(zip(agg.intervals, agg.bars["005930"], strict=True))
     assert bars["1m"].start == kst(15, 29).timestamp()
     assert (bars["1m"].open, bars["1m"].close, bars["1m"].volume) == (70500, 70500, 900)
