@@ -28,9 +28,11 @@ Warm-up. At start, and on every re-warm, a state is fed the last INDICATOR_WARMU
 interval has already ended), then the older ones from PostgreSQL `market_data` when Redis has
 fewer (one query for all symbols at start). 34 candles define every value (MACD's signal line
 comes last); the rest is for convergence: RSI and the EMAs forget their seed as (13/14)^n and
-(25/27)^n, so 200 candles give values within about 1e-6 (relative) of an engine that never
-stopped. PostgreSQL rows are taken only from before the oldest Redis candle; if the archiver
-lagged so far that the two do not meet, the hole is not filled (nothing can fill it).
+(25/27)^n. Measured on seeded random walks around 70,000 won: after 200 candles a restarted
+engine's RSI is within 1e-5 points and its MACD values within 5e-4 won of an engine that never
+stopped (after 100: 0.03 points and 0.8 won). PostgreSQL rows are taken only from before
+the oldest Redis candle; if the archiver lagged so far that the two do not meet, the hole is
+not filled (nothing can fill it).
 
 Several processes running this engine share the events (competing consumers): each then sees
 gaps and re-warms, which is correct but costs a Redis read per candle. Run one.
