@@ -221,13 +221,29 @@ class Dependency:
         self.outages = 0
         self._prober: asyncio.Task | None = None
 
-    async def failed(self, exc: BaseException, where: str) -> None:
-        """Report a failure and wait until the dependency is back (or the runtime stops)."""
-        self.mark_down(exc, where)
-        await _wait_any(self.up, self.runtime.stopping)
+    async def failed(self, exc: BaseException, where: str) -> bool:
+        """Report a failure; if the dependency is down, wait until it is back (or the runtime
+        stops) and return True. False: it answers, so the failure was something else."""
+        if await self.report(exc, where):
+            await _wait_any(self.up, self.runtime.stopping)
+            return True
+        return False
 
-    def mark_down(self, exc: BaseException, where: str) -> None:
-        if self.up.is_set():
+    async def report(self, exc: BaseException, where: str) -> bool:
+        """True if the dependency is down. A failure while the probe still answers is not an
+        outage: after a restart, pooled connections to the old server fail once each."""
+        if not self.up.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self.probe(), timeout=2)
+        except Exception:
+            pass
+        else:
+            logger.debug(
+                "%s error in %s but %s answers: %s", type(exc).__name__, where, self.label, exc
+            )
+            return False
+        if self.up.is_set():  # another task may have marked it down during the probe
             self.up.clear()
             self.outages += 1
             self.down_since = time.monotonic()
@@ -239,6 +255,7 @@ class Dependency:
                 exc,
             )
             self._prober = asyncio.create_task(self._probe_until_up())
+        return True
 
     async def _probe_until_up(self) -> None:
         backoff = self.runtime.new_backoff()
@@ -368,13 +385,12 @@ class Runtime:
         logger.info("Engines stopped.")
 
     async def dependency_failed(self, exc: BaseException, where: str) -> bool:
-        """Wait out a Redis / PostgreSQL outage if `exc` is one; False if it is not."""
+        """Wait out a Redis / PostgreSQL outage if `exc` is one; False if it is not (then the
+        caller logs it as the engine's own error: a deadlock is not an outage)."""
         if isinstance(exc, REDIS_ERRORS):
-            await self.redis_dep.failed(exc, where)
-            return True
+            return await self.redis_dep.failed(exc, where)
         if isinstance(exc, DB_ERRORS):
-            await self.db_dep.failed(exc, where)
-            return True
+            return await self.db_dep.failed(exc, where)
         return False
 
 
@@ -436,7 +452,9 @@ class _Runner:
             except asyncio.CancelledError:
                 raise
             except RECEIVE_ERRORS as exc:
-                await self.runtime.redis_dep.failed(exc, f"{self.engine.name} receive")
+                if not await self.runtime.redis_dep.failed(exc, f"{self.engine.name} receive"):
+                    # Redis answers: a stale connection, or a fault in the layer. Not a spin.
+                    await _sleep_unless(self.engine.stopping, self.runtime.backoff_initial)
                 continue
             await self._deliver(message)
 
@@ -489,7 +507,7 @@ class _Runner:
                 raise
             except RECEIVE_ERRORS as exc:
                 # Not waiting for the prober here: the next period simply tries again.
-                self.runtime.redis_dep.mark_down(exc, f"{self.engine.name} heartbeat")
+                await self.runtime.redis_dep.report(exc, f"{self.engine.name} heartbeat")
             except Exception:
                 self.log.exception("Heartbeat failed; trying again in %.1f s.", period)
             await _sleep_unless(self.engine.stopping, period)
