@@ -60,7 +60,9 @@ class CSVReplayFeed(Feed):
             return first + (self._monotonic() - wall) * self.speed
         if self._clock is not None:
             return self._clock
-        return time.time()  # not started: nothing has been sent, nothing is judged by it
+        # Not started: the clock stands at the first print (the replayed day, not today).
+        first = next(self.ticks(), None)
+        return first.time.timestamp() if first is not None else 0.0
 
     def ticks(self) -> Iterator[Tick]:
         """Every good print in file order; bad lines reported and skipped."""

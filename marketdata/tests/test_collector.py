@@ -1,0 +1,203 @@
+"""The collector: collect() once on a mixed batch, the events, and the engine end to end."""
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from decimal import Decimal
+
+import pytest
+import redis.asyncio
+from channels.layers import get_channel_layer
+
+from marketdata import krx
+from marketdata.engines.collector import CollectorEngine, CollectorState, collect, prepare
+from marketdata.feeds.csv_replay import CSVReplayFeed
+from marketdata.keys import market_stream_group
+from marketdata.models import Stock
+from marketdata.types import Tick
+from marketdata.validation import SymbolInfo
+from ops.models import SystemLog
+from qbsite import events
+
+SEOUL = krx.SEOUL
+SYMBOLS = {"005930": SymbolInfo("stock", "KOSPI"), "000660": SymbolInfo("stock", "KOSPI")}
+
+
+def kst(hour, minute, second=0) -> dt.datetime:
+    return dt.datetime(2026, 3, 4, hour, minute, second, tzinfo=SEOUL)
+
+
+def tick(symbol, when, price, volume=1):
+    return Tick(symbol, when, Decimal(price), volume)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_collect_keeps_the_good_ticks_and_logs_the_bad_ones(redis_client):
+    state = CollectorState.create(SYMBOLS, intervals=("1m", "1d"))
+    batch = [
+        tick("005930", kst(9, 0, 1), 70000, 5),
+        tick("005930", kst(9, 0, 2), 70050, 5),  # off the grid
+        tick("999999", kst(9, 0, 2), 1000, 5),  # unknown
+        tick("000660", kst(9, 0, 3), 180000, 2),
+        tick("005930", kst(9, 1, 0), 70100, 1),
+    ]
+    result = collect(batch, state=state, redis=redis_client, now=kst(9, 1, 0))
+    assert (result.accepted, result.rejected) == (3, 2)
+    assert [(c.symbol, c.interval, c.close) for c in result.closed] == [("005930", "1m", 70000)]
+    assert redis_client.hget("market:005930", "volume") == b"6"
+    assert redis_client.hget("market:000660", "close") == b"180000"
+    assert not redis_client.exists("market:999999")
+    assert redis_client.llen("candles:005930:1m") == 2
+    stats = state.stats()
+    assert stats["ticks_accepted"] == 3
+    assert stats["ticks_rejected"] == {"price_off_tick_grid": 1, "unknown_symbol": 1}
+    assert stats["candles_closed"] == 1
+    assert stats["last_tick_time"] == "2026-03-04T00:01:00+00:00"
+
+    handler = next(
+        h for h in logging.getLogger().handlers if type(h).__name__ == "SystemLogHandler"
+    )
+    assert handler.flush(timeout=30)
+    rows = SystemLog.objects.filter(component="qb.collector", level="WARNING")
+    reasons = {r.metadata["reason"]: r for r in rows if "reason" in r.metadata}
+    assert set(reasons) >= {"price_off_tick_grid", "unknown_symbol"}
+    assert reasons["unknown_symbol"].metadata["symbol"] == "999999"
+    assert "'999999' is not in stocks_metadata" in reasons["unknown_symbol"].message
+    # The events collect() hands to the engine: the closed candle, then one quote per symbol.
+    kinds = [(kind, data["symbol"]) for kind, data in result.events()]
+    assert kinds == [
+        ("candle_closed", "005930"),
+        ("market_data_received", "005930"),
+        ("market_data_received", "000660"),
+    ]
+
+
+async def subscribe(client, event_type):
+    pubsub = client.pubsub()
+    await pubsub.subscribe(events.pubsub_channel(event_type))
+    await pubsub.get_message(timeout=5)  # the subscribe confirmation
+    return pubsub
+
+
+async def next_message(pubsub):
+    for _ in range(50):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message:
+            return json.loads(message["data"])
+    raise AssertionError("no Pub/Sub message")
+
+
+async def test_events_reach_the_groups_and_the_pubsub_mirror(settings, redis_client):
+    settings.MARKET_EVENT_MIN_INTERVAL_MS = 60_000  # a second quote within a minute is held
+    client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    layer = get_channel_layer()
+    bus = await layer.new_channel()
+    market = await layer.new_channel()
+    await layer.group_add(events.group_name("candle_closed"), bus)
+    await layer.group_add(events.group_name("market_data_received"), bus)
+    await layer.group_add(market_stream_group("005930"), market)
+    candles = await subscribe(client, "candle_closed")
+    quotes = await subscribe(client, "market_data_received")
+
+    engine = CollectorEngine()
+    engine.state = CollectorState.create(SYMBOLS, intervals=("1m",))
+    first = prepare(
+        [tick("005930", kst(9, 0, 1), 70000), tick("005930", kst(9, 1, 0), 70100)],
+        state=engine.state,
+        now=kst(9, 1, 0),
+    )
+    await engine.publish(first)
+    second = prepare([tick("005930", kst(9, 1, 5), 70200)], state=engine.state, now=kst(9, 1, 5))
+    await engine.publish(second)  # within the interval: held back, not sent
+
+    candle_event = (await layer.receive(bus))["event"]
+    quote_event = (await layer.receive(bus))["event"]
+    assert candle_event["event_type"] == "candle_closed"
+    assert candle_event["source"] == "collector"
+    assert candle_event["data"] == {
+        "symbol": "005930",
+        "interval": "1m",
+        "candle": {
+            "timestamp": "2026-03-04T00:00:00Z",
+            "open": 70000,
+            "high": 70000,
+            "low": 70000,
+            "close": 70000,
+            "volume": 1,
+            "interval": "1m",
+        },
+    }
+    assert quote_event["event_type"] == "market_data_received"
+    assert quote_event["data"]["quote"]["close"] == "70100"
+    assert set(quote_event["data"]["quote"]) == {
+        "timestamp",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "change",
+        "change_rate",
+    }
+    assert (await next_message(candles))["data"] == candle_event["data"]
+    assert (await next_message(quotes))["data"] == quote_event["data"]
+    kinds = [(await layer.receive(market))["kind"] for _ in range(2)]
+    assert kinds == ["candle", "quote"]
+    assert engine.stats()["quotes_held_back"] == 1
+    assert engine._pending["005930"]["close"] == "70200"  # the latest, sent when due
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(bus), 0.3)
+    await candles.aclose()
+    await quotes.aclose()
+    await client.aclose()
+
+
+CSV_A = """time,symbol,price,volume
+2026-03-04T09:00:01+09:00,005930,70000,10
+2026-03-04T09:00:20+09:00,005930,70300,5
+2026-03-04T09:00:30+09:00,005930,70050,5
+2026-03-04T09:01:10+09:00,005930,70200,2
+"""
+CSV_B = """time,symbol,price,volume
+2026-03-04T09:01:40+09:00,005930,70400,3
+2026-03-04T09:02:00+09:00,005930,70100,1
+"""
+
+
+async def run_engine(path, settings):
+    engine = CollectorEngine(feed=CSVReplayFeed(path, speed="max"))
+    await engine.setup()
+    await asyncio.wait_for(engine.loop(), 30)
+    await engine.stop()
+    return engine
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_engine_runs_a_replay_and_a_restart_continues_the_open_candle(
+    settings, redis_client, tmp_path
+):
+    settings.CANDLE_INTERVALS = ["1m", "5m"]
+    settings.MARKET_EVENT_MIN_INTERVAL_MS = 0
+    await Stock.objects.acreate(symbol="005930", name="Samsung Electronics", market="KOSPI")
+    (tmp_path / "a.csv").write_text(CSV_A)
+    (tmp_path / "b.csv").write_text(CSV_B)
+
+    first = await run_engine(tmp_path / "a.csv", settings)
+    stats = first.stats()
+    assert stats["ticks_accepted"] == 3 and stats["ticks_rejected"] == {"price_off_tick_grid": 1}
+    assert stats["candles_closed"] == 1
+    # A new process: the 09:01 minute and the 09:00 5m candle go on from Redis.
+    second = await run_engine(tmp_path / "b.csv", settings)
+    assert second.warm["candles_restored"] == 2
+    minutes = [json.loads(x) for x in redis_client.lrange("candles:005930:1m", 0, -1)]
+    assert [(m["timestamp"], m["open"], m["close"], m["volume"]) for m in minutes] == [
+        ("2026-03-04T00:02:00Z", 70100, 70100, 1),
+        ("2026-03-04T00:01:00Z", 70200, 70400, 5),
+        ("2026-03-04T00:00:00Z", 70000, 70300, 15),
+    ]
+    [five] = redis_client.lrange("candles:005930:5m", 0, -1)
+    assert json.loads(five)["volume"] == 21
+    assert redis_client.hget("market:005930", "volume") == b"21"
+    streamed = [json.loads(e[b"c"])["timestamp"] for _, e in redis_client.xrange("stream:candles")]
+    assert streamed == ["2026-03-04T00:00:00Z", "2026-03-04T00:01:00Z"]
