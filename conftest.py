@@ -14,6 +14,16 @@ from qbsite.roles import CLIENT_GROUP, TRADER_GROUP
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _system_logs_closed_before_teardown(django_db_setup):
+    """The system_logs writer holds its own connection to the test database; it must be gone
+    before pytest-django drops that database."""
+    yield
+    from ops.logging import close_all_handlers
+
+    close_all_handlers()
+
+
 @pytest.fixture
 def redis_client(settings):
     """A redis-py client on the test database, flushed before and after the test."""

@@ -584,3 +584,10 @@ def _flush_all_at_exit() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_flush_all_at_exit)
+
+
+def close_all_handlers() -> None:
+    """Write what is pending and close every handler's connection (tests, before the test
+    database is dropped; the handlers cannot log afterwards)."""
+    for handler in list(_handlers):
+        handler.close()

@@ -14,9 +14,7 @@ async def _connect(path, headers=()):
 
 
 async def test_anonymous_is_closed_with_4401():
-    _, connected, code = await _connect(
-        "/ws/session/", [(b"origin", b"http://localhost")]
-    )
+    _, connected, code = await _connect("/ws/session/", [(b"origin", b"http://localhost")])
     assert not connected
     assert code == 4401
 
