@@ -4,14 +4,24 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.filters import SearchFilter
+from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from marketdata.filters import MarketDataFilter, StockFilter
 from marketdata.models import MarketData, Stock
-from marketdata.serializers import CandleSerializer, StockSerializer
+from marketdata.selectors import candles_page, indicators_latest, quote_latest
+from marketdata.serializers import (
+    CandleQuerySerializer,
+    CandleSerializer,
+    CandleSeriesSerializer,
+    IndicatorsSerializer,
+    QuoteSerializer,
+    StockSerializer,
+)
 from marketdata.services import candle_upsert, stock_delete, stock_update, stock_upsert
 from qbsite.filters import StableOrderingFilter
-from qbsite.pagination import KeysetCursorPagination
+from qbsite.pagination import KeysetCursorPagination, _page_size
 
 
 @extend_schema_view(
@@ -81,3 +91,90 @@ class MarketDataViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewsets
             self.get_serializer(candle).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+# --- Real-time reads: Redis first (the collector's buffer), PostgreSQL beyond ----------------
+
+
+class QuoteView(APIView):
+    @extend_schema(
+        summary="Latest quote of a symbol (from Redis)",
+        description=(
+            "The collector's `market:{symbol}` hash: prices as decimal strings, null where not"
+            " known yet (no previous close). 404 for an unknown symbol, or a known one without"
+            " a quote yet."
+        ),
+        responses={200: QuoteSerializer, 404: OpenApiResponse(description="No such quote.")},
+    )
+    def get(self, request, symbol: str):
+        return Response(QuoteSerializer(quote_latest(symbol=symbol)).data)
+
+
+class IndicatorsView(APIView):
+    @extend_schema(
+        summary="Latest indicators of a symbol (from Redis)",
+        description="SMA 20, RSI 14 (Wilder), MACD 12/26/9, as the indicators engine wrote them.",
+        responses={200: IndicatorsSerializer, 404: OpenApiResponse(description="None yet.")},
+    )
+    def get(self, request, symbol: str):
+        return Response(IndicatorsSerializer(indicators_latest(symbol=symbol)).data)
+
+
+class CandleSeriesPagination(KeysetCursorPagination):
+    """The cursors and page shape of /market-data/, over the merged Redis + PostgreSQL series.
+
+    Within one series (symbol, interval) `time` alone is unique, so the cursor holds it only.
+    """
+
+    def paginate_candles(self, request, *, symbol, interval, time_after=None, time_before=None):
+        self.request = request
+        self.base_url = request.build_absolute_uri()
+        self.size = _page_size(
+            request, self.page_size_query_param, self.page_size, self.max_page_size
+        )
+        self.ordering = ("-time",)
+        self.model = MarketData
+        reverse, position = self._decode(request, MarketData)
+        rows, has_more = candles_page(
+            symbol=symbol,
+            interval=interval,
+            size=self.size,
+            time_after=time_after,
+            time_before=time_before,
+            position=position[0] if position else None,
+            reverse=reverse,
+        )
+        self.next_position = self.previous_position = None
+        self.has_next = has_more if not reverse else True
+        self.has_previous = position is not None if not reverse else has_more
+        if rows:
+            self.next_position = self._position(rows[-1])
+            self.previous_position = self._position(rows[0])
+        return rows
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Candles of one series, newest first: Redis for the latest, PostgreSQL beyond",
+        description=(
+            "One response shape for both stores; each candle appears once. The newest may be"
+            " the candle still being built (`closed`: false). Cursor pagination as on"
+            " /market-data/; `time_after` is inclusive, `time_before` exclusive. Either"
+            " /candles/?symbol=005930&interval=1m or /candles/005930/1m/."
+        ),
+        parameters=[CandleQuerySerializer],
+    )
+)
+class CandleSeriesView(GenericAPIView):
+    serializer_class = CandleSeriesSerializer
+    pagination_class = CandleSeriesPagination
+    filter_backends = []
+
+    def get(self, request, symbol: str | None = None, interval: str | None = None):
+        params = request.query_params.dict()
+        if symbol is not None:
+            params.update(symbol=symbol, interval=interval)
+        query = CandleQuerySerializer(data=params)
+        query.is_valid(raise_exception=True)
+        rows = self.paginator.paginate_candles(request, **query.validated_data)
+        return self.paginator.get_paginated_response(self.get_serializer(rows, many=True).data)

@@ -3,7 +3,13 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from marketdata.api import MarketDataViewSet, StockViewSet
+from marketdata.api import (
+    CandleSeriesView,
+    IndicatorsView,
+    MarketDataViewSet,
+    QuoteView,
+    StockViewSet,
+)
 from ops.api import SystemLogViewSet
 from qbsite.api import TokenView, UserViewSet
 from risk.api import RiskMetricViewSet
@@ -21,5 +27,9 @@ router.register("users", UserViewSet, basename="user")
 
 urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="auth-token"),
+    path("quotes/<str:symbol>/", QuoteView.as_view(), name="quote"),
+    path("candles/", CandleSeriesView.as_view(), name="candles"),
+    path("candles/<str:symbol>/<str:interval>/", CandleSeriesView.as_view(), name="candle-series"),
+    path("indicators/<str:symbol>/", IndicatorsView.as_view(), name="indicators"),
     *router.urls,
 ]
