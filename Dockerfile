@@ -18,4 +18,4 @@ COPY --chown=qb:qb . .
 USER qb
 
 EXPOSE 8000
-CMD ["python", "-m", "qbsite.services", "run", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "qbsite.launcher", "run", "--host", "0.0.0.0", "--port", "8000"]

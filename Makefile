@@ -30,13 +30,13 @@ $(STAMP): $(REQUIREMENTS)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m qbsite.services run
+	$(PY) -m qbsite.launcher run
 
 test: $(STAMP)
-	$(PY) -m qbsite.services exec -- $(PY) -m pytest $(ARGS)
+	$(PY) -m qbsite.launcher exec -- $(PY) -m pytest $(ARGS)
 
 manage: $(STAMP)
-	$(PY) -m qbsite.services exec -- $(PY) manage.py $(ARGS)
+	$(PY) -m qbsite.launcher exec -- $(PY) manage.py $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff format --check .
@@ -52,7 +52,7 @@ bench: $(STAMP)
 	if [ ! -e "$$1" ]; then echo "No benchmarks in bench/ yet."; exit 0; fi; \
 	for script in "$$@"; do \
 	  echo "== $$script"; \
-	  $(PY) -m qbsite.services exec -- $(PY) "$$script" || exit 1; \
+	  $(PY) -m qbsite.launcher exec -- $(PY) "$$script" || exit 1; \
 	done
 
 # Caches only: var/ (the embedded databases) and .venv stay.

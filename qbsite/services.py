@@ -1,7 +1,4 @@
-"""Writes to users: profile fields and the role (qbsite/roles.py decides what a role is).
-
-(`qbsite/services.py` is the one-command launcher, hence this module's name.)
-"""
+"""Writes to users: profile fields and the role (qbsite/roles.py decides what a role is)."""
 
 from __future__ import annotations
 

