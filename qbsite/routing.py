@@ -2,11 +2,15 @@
 
 from django.urls import path
 
+from marketdata.consumers import MarketConsumer
 from qbsite.consumers import SessionConsumer
 
 websocket_urlpatterns = [
     path("ws/session/", SessionConsumer.as_asgi()),
+    path("ws/market/<str:symbol>/", MarketConsumer.as_asgi()),
 ]
 
-# Engines (issue: market data) register their worker channels here: {"channel-name": Consumer}.
+# Worker channels served by `runworker` through ChannelNameRouter: {"channel-name": Consumer}.
+# The engines do not use it: `manage.py runengines` (qbsite/engines.py) receives on their
+# `engine.<name>` channels itself.
 worker_channels: dict = {}
