@@ -52,7 +52,7 @@ _PRICE_LIMIT = Decimal(10) ** 12
 _CENT = Decimal("0.01")
 _BIGINT_MAX = 2**63 - 1
 # Clock skew allowance: a candle opening later than this after now is not a real candle.
-_FUTURE_SLACK = dt.timedelta(days=1)
+FUTURE_SLACK = dt.timedelta(days=1)
 
 _savepoints = count()
 
@@ -91,7 +91,7 @@ def candle_problem(row: Row, *, check_tick: bool = False, now: dt.datetime | Non
         return f"interval {interval!r} is not one of {', '.join(Interval.values)}"
     if not isinstance(time, dt.datetime) or time.tzinfo is None or time.utcoffset() is None:
         return f"time {time!r} has no timezone"
-    if time > (now or dt.datetime.now(dt.UTC)) + _FUTURE_SLACK:
+    if time > (now or dt.datetime.now(dt.UTC)) + FUTURE_SLACK:
         return f"time {time.isoformat()} is in the future"
     for name, price in (("open", open_), ("high", high), ("low", low), ("close", close)):
         if not isinstance(price, Decimal) or not price.is_finite():
@@ -124,24 +124,45 @@ def candles_copy_upsert(
     a re-run may correct data); a row whose values are equal is not rewritten.
     Must run inside the caller's transaction; never commits.
     """
-    if on_conflict not in ("nothing", "update"):
-        raise ValueError(f"on_conflict must be 'nothing' or 'update', not {on_conflict!r}")
     # Last one wins within a batch: ON CONFLICT cannot touch one key twice in a statement.
-    by_key: dict[tuple, Row] = {}
+    lines: dict[tuple, str] = {}
     given = 0
     for row in rows:
-        by_key[(row[0], row[1], row[2])] = row
+        lines[(row[0], row[1], row[2])] = csv_line(row)
         given += 1
-    result = UpsertResult(repeated=given - len(by_key))
-    if not by_key:
+    result = candles_copy_upsert_lines(conn, lines, columns=COLUMNS, on_conflict=on_conflict)
+    result.repeated += given - len(lines)
+    return result
+
+
+def csv_line(row: Row) -> str:
+    """A checked row as a COPY csv line (no cell of a checked row needs quoting)."""
+    symbol, interval, time, open_, high, low, close, volume = row
+    return f"{symbol},{interval},{time.isoformat()},{open_},{high},{low},{close},{volume}\n"
+
+
+def candles_copy_upsert_lines(
+    conn: psycopg.Connection,
+    lines: dict[tuple, str],
+    *,
+    columns: tuple[str, ...] | list[str],
+    on_conflict: str,
+) -> UpsertResult:
+    """The same upsert for checked candles already written as COPY csv lines (ending in a
+    newline, cells in `columns` order), keyed by (symbol, interval, aware datetime): the
+    backfill's fast path hands over the file's own lines without re-formatting them."""
+    if on_conflict not in ("nothing", "update"):
+        raise ValueError(f"on_conflict must be 'nothing' or 'update', not {on_conflict!r}")
+    result = UpsertResult()
+    if not lines:
         return result
-    batch = list(by_key.values())
+    text = "".join(lines.values())
     with conn.cursor() as cur:
-        if not _any_stored(cur, batch):
+        if not _any_stored(cur, lines.keys()):
             savepoint = f"qb_copy_{next(_savepoints)}"
             cur.execute(f"SAVEPOINT {savepoint}")
             try:
-                _copy(cur, sql.Identifier(TABLE), batch)
+                _copy(cur, sql.Identifier(TABLE), columns, text)
             except psycopg.Error as exc:
                 # Leave the caller's transaction usable whatever happened.
                 try:
@@ -153,9 +174,9 @@ def candles_copy_upsert(
                 # Someone stored one of these keys since the probe: take the slow path.
             else:
                 cur.execute(f"RELEASE SAVEPOINT {savepoint}")
-                result.inserted = len(batch)
+                result.inserted = len(lines)
                 return result
-        return _upsert_through_temp(cur, batch, on_conflict, result)
+        return _upsert_through_temp(cur, columns, text, len(lines), on_conflict, result)
 
 
 _PROBE_SQL = sql.SQL(
@@ -166,9 +187,9 @@ _PROBE_SQL = sql.SQL(
 ).format(table=sql.Identifier(TABLE))
 
 
-def _any_stored(cur: psycopg.Cursor, batch: list[Row]) -> bool:
+def _any_stored(cur: psycopg.Cursor, keys) -> bool:
     ranges: dict[tuple[str, str], list[dt.datetime]] = {}
-    for symbol, interval, time, *_ in batch:
+    for symbol, interval, time in keys:
         span = ranges.get((symbol, interval))
         if span is None:
             ranges[(symbol, interval)] = [time, time]
@@ -176,32 +197,33 @@ def _any_stored(cur: psycopg.Cursor, batch: list[Row]) -> bool:
             span[0] = time
         elif time > span[1]:
             span[1] = time
-    keys = list(ranges)
+    series = list(ranges)
     cur.execute(
         _PROBE_SQL,
         [
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [ranges[k][0] for k in keys],
-            [ranges[k][1] for k in keys],
+            [k[0] for k in series],
+            [k[1] for k in series],
+            [ranges[k][0] for k in series],
+            [ranges[k][1] for k in series],
         ],
     )
     return cur.fetchone()[0]
 
 
-def _copy(cur: psycopg.Cursor, table: sql.Composable, batch: list[Row]) -> None:
-    # Text COPY: psycopg formats Decimal and datetime in C faster than its binary numeric.
-    statement = sql.SQL("COPY {table} ({columns}) FROM STDIN").format(
-        table=table, columns=sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+_CHUNK = 1 << 20
+
+
+def _copy(cur: psycopg.Cursor, table: sql.Composable, columns, text: str) -> None:
+    statement = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT csv)").format(
+        table=table, columns=sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     with cur.copy(statement) as copy:
-        write = copy.write_row
-        for row in batch:
-            write(row)
+        for start in range(0, len(text), _CHUNK):
+            copy.write(text[start : start + _CHUNK])
 
 
 def _upsert_through_temp(
-    cur: psycopg.Cursor, batch: list[Row], on_conflict: str, result: UpsertResult
+    cur: psycopg.Cursor, columns, text: str, size: int, on_conflict: str, result: UpsertResult
 ) -> UpsertResult:
     temp = sql.Identifier(TEMP_TABLE)
     # Created once per session (and again if a rollback undid it); emptied after each use, so
@@ -211,8 +233,8 @@ def _upsert_through_temp(
             "CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS"
         ).format(temp=temp, table=sql.Identifier(TABLE))
     )
-    _copy(cur, temp, batch)
-    columns = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    _copy(cur, temp, columns, text)
+    all_columns = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
     if on_conflict == "nothing":
         action = sql.SQL("DO NOTHING")
     else:
@@ -235,13 +257,13 @@ def _upsert_through_temp(
             " ON CONFLICT (symbol, interval, time) {action} RETURNING (xmax = 0) AS inserted)"
             " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)"
             " FROM written"
-        ).format(table=sql.Identifier(TABLE), columns=columns, temp=temp, action=action)
+        ).format(table=sql.Identifier(TABLE), columns=all_columns, temp=temp, action=action)
     )
     inserted, updated = cur.fetchone()
     cur.execute(sql.SQL("TRUNCATE {temp}").format(temp=temp))
     result.inserted += inserted
     result.updated += updated
-    result.unchanged += len(batch) - inserted - updated
+    result.unchanged += size - inserted - updated
     return result
 
 

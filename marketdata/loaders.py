@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -35,10 +37,20 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
-from marketdata.copy import UpsertResult, candle_problem, candles_copy_upsert
-from marketdata.models import Stock
+from marketdata.copy import (
+    COLUMNS as COPY_COLUMNS,
+)
+from marketdata.copy import (
+    FUTURE_SLACK,
+    UpsertResult,
+    candle_problem,
+    candles_copy_upsert_lines,
+    csv_line,
+)
+from marketdata.models import Interval, Stock
 from marketdata.services import stock_upsert
 from qbsite.exceptions import InvalidInput, QBError
+from qbsite.fields import SYMBOL_REGEX
 
 CANDLE_COLUMNS = ("symbol", "interval", "time", "open", "high", "low", "close", "volume")
 SYMBOL_COLUMNS = ("symbol", "name", "market", "sector", "market_cap", "shares_outstanding")
@@ -84,13 +96,6 @@ def csv_files(paths: list[str]) -> list[Path]:
         else:
             raise InvalidInput(f"{name}: no such file or directory.")
     return found
-
-
-def _lines(handle, on_line: Callable[[int], None] | None) -> Iterator[str]:
-    for line in handle:
-        if on_line is not None:
-            on_line(len(line))
-        yield line
 
 
 def _header(reader, path: str, required: tuple[str, ...], known: tuple[str, ...]) -> list[str]:
@@ -149,6 +154,71 @@ def _candle_row(cells: list[str], index: dict[str, int], interval: str | None) -
     )
 
 
+_SYMBOL_RE = re.compile(SYMBOL_REGEX)
+_INTERVALS = frozenset(Interval.values)
+
+
+_PRICE_LIMIT = 10**12  # numeric(14, 2)
+_VOLUME_LIMIT = 10**18
+
+
+def _fast_key_function(at: tuple, latest: dt.datetime, default_interval: str | None):
+    """A function: line -> (symbol, interval, time) when the line is a plain, valid candle
+    line, else None.
+
+    The usual line (ASCII, unquoted, whole-won prices, ISO 8601 extended time with an offset)
+    is checked with a few C calls and sent to COPY as it is; anything else returns None and
+    takes the slow path (csv parsing and candle_problem), which also names what is wrong.
+    Whatever is accepted here candle_problem accepts too, and PostgreSQL reads it the same way.
+    """
+    i_symbol, i_interval, i_time, i_open, i_high, i_low, i_close, i_volume, width = at
+    symbols: set[str] = set()  # seen valid: one regex per symbol, not per line
+    # A file of many symbols repeats each time once per symbol: parse each text once.
+    times: dict[str, dt.datetime] = {}
+    intervals = _INTERVALS
+    parse_time = dt.datetime.fromisoformat
+
+    def fast_key(line: str):
+        if not line.isascii():
+            return None
+        cells = line.rstrip("\r\n").split(",")
+        if len(cells) != width:
+            return None
+        symbol = cells[i_symbol]
+        if symbol not in symbols:
+            if not _SYMBOL_RE.match(symbol):
+                return None
+            symbols.add(symbol)
+        interval = default_interval if i_interval is None else cells[i_interval]
+        if interval not in intervals:
+            return None
+        text = cells[i_time]
+        time = times.get(text)
+        if time is None:
+            if len(text) < 17 or text[4] != "-" or text[10] not in "T ":
+                return None  # the extended format only (PostgreSQL reads it identically)
+            try:
+                time = parse_time(text)
+            except ValueError:
+                return None
+            if time.tzinfo is None or time > latest:
+                return None
+            if len(times) >= 100_000:
+                times.clear()
+            times[text] = time
+        o, h, lo, c, v = cells[i_open], cells[i_high], cells[i_low], cells[i_close], cells[i_volume]
+        if not (o + h + lo + c + v).isdigit() or not o or not h or not lo or not c or not v:
+            return None
+        low, high = int(lo), int(h)
+        if not (0 < low <= int(o) <= high and low <= int(c) <= high and high < _PRICE_LIMIT):
+            return None
+        if int(v) >= _VOLUME_LIMIT:
+            return None
+        return (symbol, interval, time)
+
+    return fast_key
+
+
 def candles_backfill_csv(
     path: Path | str,
     *,
@@ -158,52 +228,111 @@ def candles_backfill_csv(
     on_bytes: Callable[[int], None] | None = None,
 ) -> FileResult:
     """Load one candle CSV file into market_data (see the module doc). Never raises for a bad
-    line: they are in the result. Raises InvalidInput for a file it cannot read at all."""
+    line: they are in the result. Raises InvalidInput for a file it cannot read at all.
+
+    Checked lines go to COPY as they are (marketdata.copy.candles_copy_upsert_lines), in the
+    file's own column order: Python only matches and checks them, which keeps the load close
+    to a raw COPY of the file.
+    """
     name = str(path)
     result = FileResult(path=name)
-    now = dt.datetime.now(dt.UTC)
+    latest = dt.datetime.now(dt.UTC) + FUTURE_SLACK
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle, transaction.atomic():
-            reader = csv.reader(_lines(handle, on_bytes))
+            first = handle.readline()
             header = _header(
-                reader,
+                csv.reader([first]),
                 name,
                 tuple(c for c in CANDLE_COLUMNS if c != "interval" or interval is None),
                 CANDLE_COLUMNS,
             )
             index = {column: header.index(column) for column in header}
             width = len(header)
+            suffix = ""
+            columns = list(header)
+            if "interval" not in index:
+                suffix = f",{interval}"
+                columns.append("interval")
+            # Positions of symbol, interval (None: the default), time, open, high, low,
+            # close, volume; and the width of a line.
+            at = (*(index.get(c) for c in CANDLE_COLUMNS), width)
+            fast_key = _fast_key_function(at, latest, interval)
             connection.ensure_connection()
             conn = connection.connection
-            batch: list[tuple] = []
-            for cells in reader:
-                if not cells:
-                    continue
-                result.lines += 1
-                if len(cells) != width:
-                    result.bad.append(
-                        BadLine(name, reader.line_num, f"{len(cells)} fields, expected {width}")
-                    )
-                    continue
-                try:
-                    row = _candle_row(cells, index, interval)
-                except ValueError as exc:
-                    result.bad.append(BadLine(name, reader.line_num, str(exc)))
-                    continue
-                problem = candle_problem(row, now=now)
-                if problem:
-                    result.bad.append(BadLine(name, reader.line_num, problem))
-                    continue
+            batch: dict[tuple, str] = {}
+            given = 0
+            consumed = len(first)
+
+            # One batch is written by a worker thread while this one reads the next: psycopg
+            # lets the GIL go while it waits for the server, so reading and writing overlap
+            # (two cores). The connection is used by one thread at a time: the worker, between
+            # submit and result(); the transaction stays this thread's (Django's atomic).
+            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qb-backfill")
+            in_flight: Future | None = None
+
+            def write(lines: dict, repeated: int) -> UpsertResult:
+                written = candles_copy_upsert_lines(
+                    conn, lines, columns=columns, on_conflict="update"
+                )
+                written.repeated += repeated
+                return written
+
+            def settle() -> None:
+                nonlocal in_flight
+                if in_flight is not None:
+                    done, in_flight = in_flight, None
+                    result.written += done.result()
+
+            def flush() -> None:
+                nonlocal batch, given, consumed, in_flight
+                settle()
+                in_flight = writer.submit(write, batch, given - len(batch))
+                batch, given = {}, 0
+                if on_bytes is not None:
+                    on_bytes(consumed)
+                consumed = 0
+
+            try:
+                for number, line in enumerate(handle, start=2):
+                    consumed += len(line)
+                    key = fast_key(line)
+                    if key is not None:
+                        text = line.rstrip("\r\n") + suffix + "\n"
+                    else:
+                        if not line.strip():
+                            continue
+                        row, reason = _slow_line(line, width, index, interval)
+                        if reason is None:
+                            reason = candle_problem(row, now=latest - FUTURE_SLACK)
+                        if reason is not None:
+                            result.lines += 1
+                            result.bad.append(BadLine(name, number, reason))
+                            continue
+                        key = (row[0], row[1], row[2])
+                        text = csv_line(row)
+                        if columns != list(COPY_COLUMNS):
+                            # Re-order the checked cells into the file's column order.
+                            cells = dict(
+                                zip(COPY_COLUMNS, text.rstrip("\n").split(","), strict=True)
+                            )
+                            text = ",".join(cells[c] for c in columns) + "\n"
+                    result.lines += 1
+                    if result.bad and not skip_bad:
+                        continue  # the file will not be loaded: just find all its bad lines
+                    batch[key] = text
+                    given += 1
+                    if given >= batch_size:
+                        flush()
                 if result.bad and not skip_bad:
-                    continue  # the file will not be loaded: just find all its bad lines
-                batch.append(row)
-                if len(batch) >= batch_size:
-                    result.written += candles_copy_upsert(conn, batch, on_conflict="update")
-                    batch = []
-            if result.bad and not skip_bad:
-                raise _Rollback
-            if batch:
-                result.written += candles_copy_upsert(conn, batch, on_conflict="update")
+                    raise _Rollback
+                if batch:
+                    flush()
+                elif on_bytes is not None and consumed:
+                    on_bytes(consumed)
+                settle()
+            finally:
+                # On an error, wait for the worker before the transaction is rolled back.
+                writer.shutdown(wait=True)
     except _Rollback:
         result.written = UpsertResult()
         return result
@@ -213,6 +342,17 @@ def candles_backfill_csv(
         raise InvalidInput(f"{name}: cannot be read ({exc.strerror}).") from None
     result.loaded = True
     return result
+
+
+def _slow_line(line: str, width: int, index: dict[str, int], interval: str | None):
+    """(row, None) or (None, reason) for a line the fast pattern did not take."""
+    cells = next(csv.reader([line]), [])
+    if len(cells) != width:
+        return None, f"{len(cells)} fields, expected {width}"
+    try:
+        return _candle_row(cells, index, interval), None
+    except ValueError as exc:
+        return None, str(exc)
 
 
 def _optional_int(text: str, name: str) -> int | None:
