@@ -1,7 +1,13 @@
 """Stocks and candles. Reads for every role; writes for operators (through services)."""
 
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.filters import SearchFilter
 from rest_framework.generics import GenericAPIView
@@ -163,6 +169,7 @@ class CandleSeriesPagination(KeysetCursorPagination):
             " /candles/?symbol=005930&interval=1m or /candles/005930/1m/."
         ),
         parameters=[CandleQuerySerializer],
+        operation_id="candles_list",
     )
 )
 class CandleSeriesView(GenericAPIView):
@@ -178,3 +185,18 @@ class CandleSeriesView(GenericAPIView):
         query.is_valid(raise_exception=True)
         rows = self.paginator.paginate_candles(request, **query.validated_data)
         return self.paginator.get_paginated_response(self.get_serializer(rows, many=True).data)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Candles of one series (symbol and interval in the path)",
+        description="The same as /candles/?symbol=&interval=.",
+        parameters=[
+            OpenApiParameter("time_after", OpenApiTypes.DATETIME, description="Inclusive."),
+            OpenApiParameter("time_before", OpenApiTypes.DATETIME, description="Exclusive."),
+        ],
+        operation_id="candles_series_list",
+    )
+)
+class CandleSeriesPathView(CandleSeriesView):
+    pass

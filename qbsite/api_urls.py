@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from marketdata.api import (
+    CandleSeriesPathView,
     CandleSeriesView,
     IndicatorsView,
     MarketDataViewSet,
@@ -29,7 +30,9 @@ urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="auth-token"),
     path("quotes/<str:symbol>/", QuoteView.as_view(), name="quote"),
     path("candles/", CandleSeriesView.as_view(), name="candles"),
-    path("candles/<str:symbol>/<str:interval>/", CandleSeriesView.as_view(), name="candle-series"),
+    path(
+        "candles/<str:symbol>/<str:interval>/", CandleSeriesPathView.as_view(), name="candle-series"
+    ),
     path("indicators/<str:symbol>/", IndicatorsView.as_view(), name="indicators"),
     *router.urls,
 ]
