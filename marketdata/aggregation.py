@@ -247,13 +247,17 @@ class DayQuote:
         prev = self.prev_close
         if prev and close is not None:
             change = close - prev
-            rate = (Decimal(change) * 100 / prev).quantize(Decimal("0.01"))
-            change_s, rate_s = str(change), str(rate)
+            # Percent with 2 decimals, rounded half away from zero, in exact integers.
+            hundredths, rest = divmod(abs(change) * 10000, prev)
+            hundredths += 2 * rest >= prev
+            sign = "-" if change < 0 and hundredths else ""
+            change_s = str(change)
+            rate_s = f"{sign}{hundredths // 100}.{hundredths % 100:02d}"
         else:
             change_s = rate_s = ""
         lower, upper = self.limits or ("", "")
         return {
-            "timestamp": iso_utc(int(self.last_t)) if self.last_t > 0 else "",
+            "timestamp": _iso_cached(int(self.last_t)) if self.last_t > 0 else "",
             "open": _s(self.open if self.open is not None else close),
             "high": _s(self.high if self.high is not None else close),
             "low": _s(self.low if self.low is not None else close),
@@ -265,6 +269,18 @@ class DayQuote:
             "upper_limit": str(upper),
             "lower_limit": str(lower),
         }
+
+
+_ISO: dict[int, str] = {}
+
+
+def _iso_cached(epoch: int) -> str:
+    text = _ISO.get(epoch)
+    if text is None:
+        if len(_ISO) > 100_000:
+            _ISO.clear()
+        text = _ISO[epoch] = iso_utc(epoch)
+    return text
 
 
 def _s(value) -> str:
@@ -369,7 +385,9 @@ class CandleAggregator:
                     q.high = price
                 elif price < q.low:
                     q.low = price
-            self._touched_quotes.add(symbol)
+        # Every list of the symbol is rewritten at the next drain (the open candles of all
+        # intervals change together); closed bars are recorded by _close().
+        self._touched_quotes.add(symbol)
 
         bars = self.bars.get(symbol)
         if bars is None:
@@ -383,7 +401,6 @@ class CandleAggregator:
                 bar = bars[index]
                 if bar is not None and bar.start == day * DAY - KST_OFFSET:
                     bar.volume += volume
-                    self._touch(symbol, index)
                 elif q.day == day:
                     q.pending_volume += volume
                 continue
@@ -401,7 +418,6 @@ class CandleAggregator:
                     if t >= bar.last_t:
                         bar.close = price
                         bar.last_t = t
-                    self._touch(symbol, index)
                     continue
                 if start < bar.start:
                     self.late_dropped[self.intervals[index]] += 1
@@ -417,7 +433,6 @@ class CandleAggregator:
             if size == DAY and q.day == day and q.pending_volume:
                 bar.volume += q.pending_volume
                 q.pending_volume = 0
-            self._touch(symbol, index)
         return closed
 
     def advance(self, now: float) -> list:
@@ -495,7 +510,12 @@ class CandleAggregator:
     # --- output --------------------------------------------------------------------------
     def drain(self) -> tuple[list[ListWrite], dict[str, DayQuote]]:
         """The lists and quotes touched since the last drain (each once: latest state)."""
-        writes = list(self._touched.values())
+        touched = self._touched
+        for symbol in self._touched_quotes:
+            for index, bar in enumerate(self.bars[symbol]):
+                if bar is not None and (symbol, index) not in touched:
+                    touched[(symbol, index)] = ListWrite(symbol, self.intervals[index], index)
+        writes = list(touched.values())
         for write in writes:
             write.open = self.bars[write.symbol][write.index]
         quotes = {symbol: self.quotes[symbol] for symbol in self._touched_quotes}

@@ -80,12 +80,14 @@ async def subscribe(client, event_type):
     return pubsub
 
 
-async def next_message(pubsub):
-    for _ in range(50):
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-        if message:
-            return json.loads(message["data"])
-    raise AssertionError("no Pub/Sub message")
+async def mirrored(pubsub, envelope):
+    """Wait for `envelope` on the Pub/Sub channel. Pub/Sub is server-wide (not per database),
+    so other processes' events of the same type may come first: skip them."""
+    for _ in range(200):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message and json.loads(message["data"]) == envelope:
+            return True
+    raise AssertionError(f"{envelope['event_type']} not seen on Pub/Sub")
 
 
 async def test_events_reach_the_groups_and_the_pubsub_mirror(settings, redis_client):
@@ -140,8 +142,8 @@ async def test_events_reach_the_groups_and_the_pubsub_mirror(settings, redis_cli
         "change",
         "change_rate",
     }
-    assert (await next_message(candles))["data"] == candle_event["data"]
-    assert (await next_message(quotes))["data"] == quote_event["data"]
+    assert await mirrored(candles, candle_event)
+    assert await mirrored(quotes, quote_event)
     kinds = [(await layer.receive(market))["kind"] for _ in range(2)]
     assert kinds == ["candle", "quote"]
     assert engine.stats()["quotes_held_back"] == 1
