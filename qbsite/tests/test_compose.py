@@ -90,6 +90,8 @@ def test_redis_service_never_evicts(compose):
     assert flags["--maxmemory"] == "150mb"
     assert flags["--maxmemory-policy"] == "noeviction"
     assert flags["--appendonly"] == "yes"
+    assert flags["--list-compress-depth"] == "1"
+    assert flags["--list-max-listpack-size"] == "-1"
     assert "healthcheck" in redis
 
 
@@ -111,8 +113,10 @@ def test_app_is_built_here_and_waits_for_healthy_stores(compose):
     assert web["environment"]["DATABASE_URL"].startswith("postgres://qb:")
     assert "@timescaledb:5432/qb" in web["environment"]["DATABASE_URL"]
     assert web["environment"]["REDIS_URL"] == "redis://redis:6379/0"
-    # Engines exist as a service, off until `manage.py runengines` does (a profile).
-    assert compose["services"]["engines"]["profiles"] == ["engines"]
+    # The web container serves only; the engines run in their own service.
+    assert "--no-engines" in web["command"]
+    assert compose["services"]["engines"]["command"] == ["python", "manage.py", "runengines"]
+    assert "profiles" not in compose["services"]["engines"]
 
 
 def test_dockerfile_runs_as_a_non_root_user():

@@ -65,6 +65,7 @@ def test_embedded_redis_starts_answers_keeps_data_and_stops(var_dir):
         assert client.ping()
         assert client.config_get("maxmemory")["maxmemory"] == str(64 * MB)
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert client.config_get("list-compress-depth")["list-compress-depth"] == "1"
         assert client.config_get("appendonly")["appendonly"] == "yes"
         assert client.config_get("bind")["bind"] == "127.0.0.1"
         client.set("kept", "across restarts")
