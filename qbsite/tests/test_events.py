@@ -147,6 +147,54 @@ async def test_apublish_reaches_both_and_carries_the_correlation_id(subscriber):
     assert mirrored == message["event"]
 
 
+async def test_apublish_many_sends_every_envelope_to_both_in_order(subscriber):
+    candles = subscriber(EventType.CANDLE_CLOSED)
+    quotes = subscriber(EventType.MARKET_DATA_RECEIVED)
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("events.candle_closed", channel)
+    await layer.group_add("events.market_data_received", channel)
+    ids = [cid() for _ in range(3)]
+
+    sent = await events.apublish_many(
+        [
+            ("candle_closed", {"n": 0, "price": Decimal("70000")}, ids[0]),
+            (EventType.MARKET_DATA_RECEIVED, {"n": 1}, ids[1]),
+            ("candle_closed", {"n": 2}, ids[2]),
+        ],
+        source="collector",
+    )
+
+    assert [e["correlation_id"] for e in sent] == ids
+    assert [e["source"] for e in sent] == ["collector"] * 3
+    received = [(await _areceive(layer, channel))["event"] for _ in range(3)]
+    assert received == sent
+    assert received[0]["data"] == {"n": 0, "price": "70000"}
+    mirrored = await asyncio.to_thread(pubsub_envelopes, candles, {ids[0], ids[2]}, 2)
+    assert mirrored == [sent[0], sent[2]]
+    (quote,) = await asyncio.to_thread(pubsub_envelopes, quotes, {ids[1]}, 1)
+    assert quote == sent[1]
+
+
+async def test_apublish_many_refuses_a_bad_event_before_sending_any(subscriber):
+    pubsub = subscriber(EventType.HEARTBEAT)
+    good = cid()
+    with pytest.raises(UnknownEventType, match="no_such_event"):
+        await events.apublish_many(
+            [("heartbeat", {}, good), ("no_such_event", {})], source="collector"
+        )
+    with pytest.raises(EventPayloadError, match=r"data\.x"):
+        await events.apublish_many(
+            [("heartbeat", {}, good), ("heartbeat", {"x": object()})], source="collector"
+        )
+    later = cid()
+    await events.apublish_many([("heartbeat", {}, later)], source="collector")
+    # The first envelope on the channel with one of our ids is the later one: none went before.
+    (first,) = await asyncio.to_thread(pubsub_envelopes, pubsub, {good, later}, 1)
+    assert first["correlation_id"] == later
+    assert await events.apublish_many([], source="collector") == []
+
+
 def test_without_correlation_id_it_is_null(subscriber):
     pubsub = subscriber(EventType.HEARTBEAT)
     marker = cid()
