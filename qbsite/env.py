@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -58,8 +59,11 @@ def env_choice(name: str, choices: tuple[str, ...], default=_UNSET) -> str:
     return value
 
 
-def env_int(name: str, default=_UNSET, *, min_value: int | None = None) -> int:
+def env_int(name: str, default=_UNSET, *, min_value: int | None = None) -> int | None:
+    """A whole number; None only when the variable is unset and the default is None."""
     value = _raw(name, default)
+    if value is None:
+        return None
     if isinstance(value, int):
         number = value
     else:
@@ -69,6 +73,36 @@ def env_int(name: str, default=_UNSET, *, min_value: int | None = None) -> int:
             raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
     if min_value is not None and number < min_value:
         raise ImproperlyConfigured(f"{name}={number} must be at least {min_value}.")
+    return number
+
+
+def env_float(name: str, default=_UNSET, *, min_value: float | None = None) -> float:
+    """A number of seconds, milliseconds ... (not for money: see env_decimal)."""
+    value = _raw(name, default)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a finite number.")
+    if min_value is not None and number < min_value:
+        raise ImproperlyConfigured(f"{name}={number} must be at least {min_value}.")
+    return number
+
+
+def env_decimal(name: str, default=_UNSET, *, min_value=None, max_value=None) -> Decimal:
+    """An exact decimal (rates, amounts of money)."""
+    value = _raw(name, default)
+    try:
+        number = Decimal(value.strip() if isinstance(value, str) else value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a decimal number.") from None
+    if not number.is_finite():
+        raise ImproperlyConfigured(f"{name}={value!r} is not a finite number.")
+    if min_value is not None and number < Decimal(min_value):
+        raise ImproperlyConfigured(f"{name}={number} must be at least {min_value}.")
+    if max_value is not None and number > Decimal(max_value):
+        raise ImproperlyConfigured(f"{name}={number} must be at most {max_value}.")
     return number
 
 

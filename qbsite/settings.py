@@ -14,6 +14,8 @@ from django.core.exceptions import ImproperlyConfigured
 from qbsite.env import (
     env_bool,
     env_choice,
+    env_decimal,
+    env_float,
     env_int,
     env_list,
     env_size,
@@ -239,6 +241,37 @@ DATA_RETENTION_DAYS = env_int("DATA_RETENTION_DAYS", 365, min_value=1)
 REDIS_MAX_MEMORY = env_size("REDIS_MAX_MEMORY", "150MB")
 POSTGRES_SHARED_BUFFERS = env_size("POSTGRES_SHARED_BUFFERS", "128MB")
 POSTGRES_WORK_MEM = env_size("POSTGRES_WORK_MEM", "4MB")
+
+# KRX rules (marketdata/krx.py). Commission per side; the calendar range is fixed so that
+# answers never depend on the day the process started; one-off holidays the calendar lacks.
+KRX_COMMISSION_RATE = env_decimal("KRX_COMMISSION_RATE", "0.00015", min_value=0, max_value="0.01")
+KRX_CALENDAR_START = env_str("KRX_CALENDAR_START", "2010-01-04")
+KRX_CALENDAR_END = env_str("KRX_CALENDAR_END", "2030-12-31")
+KRX_EXTRA_HOLIDAYS = env_list("KRX_EXTRA_HOLIDAYS", [])
+
+# Market-data engines (checked at start-up by marketdata/checks.py).
+CANDLE_INTERVALS = env_list("CANDLE_INTERVALS", ["1m", "5m", "15m", "1h", "1d"])
+CANDLE_CLOSE_GRACE_SECONDS = env_float("CANDLE_CLOSE_GRACE_SECONDS", 2, min_value=0)
+COLLECTOR_FEED = env_str("COLLECTOR_FEED", "simulated")
+COLLECTOR_SPEED = env_str("COLLECTOR_SPEED", "1")
+COLLECTOR_SIM_SEED = env_int("COLLECTOR_SIM_SEED", None)
+COLLECTOR_BATCH_MAX_TICKS = env_int("COLLECTOR_BATCH_MAX_TICKS", 1000, min_value=1)
+COLLECTOR_BATCH_MAX_MS = env_float("COLLECTOR_BATCH_MAX_MS", 20, min_value=0)
+COLLECTOR_REJECT_LOG_INTERVAL_SECONDS = env_float(
+    "COLLECTOR_REJECT_LOG_INTERVAL_SECONDS", 10, min_value=0
+)
+TICK_FUTURE_TOLERANCE_SECONDS = env_float("TICK_FUTURE_TOLERANCE_SECONDS", 5, min_value=0)
+MARKET_EVENT_MIN_INTERVAL_MS = env_float("MARKET_EVENT_MIN_INTERVAL_MS", 250, min_value=0)
+INDICATOR_INTERVAL = env_str("INDICATOR_INTERVAL", "1m")
+INDICATOR_WARMUP_CANDLES = env_int("INDICATOR_WARMUP_CANDLES", 200, min_value=34)
+MARKET_WS_SNAPSHOT_CANDLES = env_int("MARKET_WS_SNAPSHOT_CANDLES", 50, min_value=0)
+KNOWN_SYMBOLS_CACHE_SECONDS = env_float("KNOWN_SYMBOLS_CACHE_SECONDS", 60, min_value=0)
+
+# Engines runtime (qbsite/engines.py).
+HEARTBEAT_SECONDS = env_float("HEARTBEAT_SECONDS", 5, min_value=0.1)
+ENGINE_STOP_TIMEOUT_SECONDS = env_float("ENGINE_STOP_TIMEOUT_SECONDS", 10, min_value=0)
+ENGINE_BACKOFF_INITIAL_SECONDS = env_float("ENGINE_BACKOFF_INITIAL_SECONDS", 0.5, min_value=0.01)
+ENGINE_BACKOFF_MAX_SECONDS = env_float("ENGINE_BACKOFF_MAX_SECONDS", 30, min_value=0.01)
 
 # KIS Open API (the broker). Secrets: from the environment or <NAME>_FILE; never logged.
 KIS_ENV = env_choice("KIS_ENV", ("real", "virtual"), "virtual")
