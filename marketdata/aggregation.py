@@ -32,7 +32,7 @@ Prices are int won internally (exact; KRX prices are whole won) and Decimal on t
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from marketdata import krx
@@ -302,16 +302,18 @@ QUOTE_FIELDS = (
 )
 
 
-@dataclass
 class ListWrite:
     """What one `candles:{symbol}:{interval}` list needs: bars closed since the last drain (in
     order) and the open bar, if any. The buffer turns it into LSET 0 / LPUSH + LTRIM."""
 
-    symbol: str
-    interval: str
-    index: int
-    closed: list[Bar] = field(default_factory=list)
-    open: Bar | None = None
+    __slots__ = ("closed", "index", "interval", "open", "symbol")
+
+    def __init__(self, symbol: str, interval: str, index: int) -> None:
+        self.symbol = symbol
+        self.interval = interval
+        self.index = index
+        self.closed: list[Bar] = []
+        self.open: Bar | None = None
 
 
 class CandleAggregator:
@@ -341,7 +343,8 @@ class CandleAggregator:
         self.late_dropped = dict.fromkeys(self.intervals, 0)
         self.candles_closed = 0
         self._touched: dict[tuple[str, int], ListWrite] = {}
-        self._touched_quotes: set[str] = set()
+        # Symbols touched since the last drain, in first-touch order (a dict: ordered).
+        self._touched_quotes: dict[str, None] = {}
         self._iso: dict[int, str] = {}
         self._next_end = float("inf")  # no open bar ends before this: advance() can skip
 
@@ -387,7 +390,7 @@ class CandleAggregator:
                     q.low = price
         # Every list of the symbol is rewritten at the next drain (the open candles of all
         # intervals change together); closed bars are recorded by _close().
-        self._touched_quotes.add(symbol)
+        self._touched_quotes[symbol] = None
 
         bars = self.bars.get(symbol)
         if bars is None:
@@ -511,14 +514,21 @@ class CandleAggregator:
     def drain(self) -> tuple[list[ListWrite], dict[str, DayQuote]]:
         """The lists and quotes touched since the last drain (each once: latest state)."""
         touched = self._touched
+        intervals, all_bars = self.intervals, self.bars
+        writes = []
         for symbol in self._touched_quotes:
-            for index, bar in enumerate(self.bars[symbol]):
-                if bar is not None and (symbol, index) not in touched:
-                    touched[(symbol, index)] = ListWrite(symbol, self.intervals[index], index)
-        writes = list(touched.values())
-        for write in writes:
-            write.open = self.bars[write.symbol][write.index]
+            for index, bar in enumerate(all_bars[symbol]):
+                write = touched.pop((symbol, index), None)
+                if write is None:
+                    if bar is None:
+                        continue
+                    write = ListWrite(symbol, intervals[index], index)
+                write.open = bar
+                writes.append(write)
+        for write in touched.values():  # closed by advance() in symbols without a tick
+            write.open = all_bars[write.symbol][write.index]
+            writes.append(write)
         quotes = {symbol: self.quotes[symbol] for symbol in self._touched_quotes}
         self._touched = {}
-        self._touched_quotes = set()
+        self._touched_quotes = {}
         return writes, quotes

@@ -82,9 +82,18 @@ def max_candles() -> int:
 class WriteBatch:
     """One round trip's worth of writes, already encoded (RESP) for EVALSHA."""
 
-    __slots__ = ("commands", "keys", "list_writes", "payload_args", "stream_entries")
+    __slots__ = (
+        "commands",
+        "keys",
+        "list_writes",
+        "payload_args",
+        "quote_fields",
+        "stream_entries",
+    )
 
     def __init__(self, keys: list[str], args: list[str], stream_entries: int, list_writes: int):
+        # symbol -> the hash fields written (computed once; the quote events reuse them)
+        self.quote_fields: dict[str, dict[str, str]] = {}
         self.keys = keys
         self.payload_args = args
         self.stream_entries = stream_entries
@@ -111,9 +120,11 @@ def build(
     cap = max_candles() if cap is None else cap
     keys: list[str] = []
     quote_args: list[str] = []
+    quote_fields: dict[str, dict[str, str]] = {}
     for symbol, quote in quotes.items():
         keys.append(quote_key(symbol))
-        quote_args.extend(quote.fields().values())
+        fields = quote_fields[symbol] = quote.fields()
+        quote_args.extend(fields.values())
     list_args: list[str] = []
     stream_args: list[str] = []
     nlists = 0
@@ -152,7 +163,9 @@ def build(
     args += quote_args
     args += list_args
     args += stream_args
-    return WriteBatch(keys, args, nstream, nlists)
+    batch = WriteBatch(keys, args, nstream, nlists)
+    batch.quote_fields = quote_fields
+    return batch
 
 
 def write(client, batch: WriteBatch) -> int:

@@ -16,14 +16,16 @@ CollectorEngine runs it on the feed named by settings.COLLECTOR_FEED and publish
 
 Settings read (getattr, defaults): COLLECTOR_FEED ("simulated"), COLLECTOR_SIM_SEED (None:
 a new walk each start), COLLECTOR_SPEED ("1": real time; "10x", "max"), COLLECTOR_BATCH_MAX_TICKS
-(1000), COLLECTOR_BATCH_MAX_MS (20), MARKET_EVENT_MIN_INTERVAL_MS (250), CANDLE_INTERVALS,
-CANDLE_CLOSE_GRACE_SECONDS (2), TICK_FUTURE_TOLERANCE_SECONDS (5),
-COLLECTOR_REJECT_LOG_INTERVAL_SECONDS (10), MAX_CANDLES_PER_SYMBOL.
+(20000), COLLECTOR_BATCH_MAX_MS (20), COLLECTOR_EVENT_QUEUE_MAX (100000),
+MARKET_EVENT_MIN_INTERVAL_MS (250), CANDLE_INTERVALS, CANDLE_CLOSE_GRACE_SECONDS (2),
+TICK_FUTURE_TOLERANCE_SECONDS (5), COLLECTOR_REJECT_LOG_INTERVAL_SECONDS (10),
+MAX_CANDLES_PER_SYMBOL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import time
@@ -34,13 +36,13 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from marketdata import buffer
+from marketdata import buffer, krx
 from marketdata.aggregation import CandleAggregator, DayQuote, configured_intervals, kst_day
 from marketdata.keys import CANDLE_STREAM, candles_key, market_stream_group, quote_key
 from marketdata.types import Candle
 from marketdata.validation import TickValidator, load_symbols
 from qbsite.engine_base import Engine
-from qbsite.events import EventType, apublish
+from qbsite.events import EventType, apublish_many
 
 SOURCE = "collector"
 QUOTE_EVENT_FIELDS = (
@@ -155,10 +157,11 @@ def prepare(batch, *, state: CollectorState, now) -> CollectResult:
     result.accepted = accepted
     closed.extend(agg.advance(now_s))
     lists, quotes = agg.drain()
-    result.write = buffer.build(lists, quotes)
-    for symbol, quote in quotes.items():
-        fields = quote.fields()
-        result.quotes[symbol] = {name: fields[name] for name in QUOTE_EVENT_FIELDS}
+    result.write = write = buffer.build(lists, quotes)
+    result.quotes = {
+        symbol: {name: fields[name] for name in QUOTE_EVENT_FIELDS}
+        for symbol, fields in write.quote_fields.items()
+    }
     return result
 
 
@@ -245,6 +248,23 @@ def _won(value) -> int | None:
 
 # --- the engine ------------------------------------------------------------------------------
 class CollectorEngine(Engine):
+    """Feed -> prepare() -> one Redis round trip per batch; events from a background task.
+
+    Group commit: a batch is every tick the feed has produced by now, up to
+    COLLECTOR_BATCH_MAX_TICKS (20,000): at a low rate each tick is written at once (fresh
+    quotes), at a high rate more ticks coalesce per key (each key is written once per batch).
+    When the queue is empty the engine waits up to COLLECTOR_BATCH_MAX_MS for the first tick,
+    then writes an empty batch (the clock: illiquid symbols' candles close on time).
+    Batch N+1 is prepared while batch N's write is in flight (the writes stay in order: N+1 is
+    sent only after N's reply).
+
+    Events never hold ingestion back: a written batch hands its events to a coalescing buffer
+    (the latest quote per symbol; closed candles in order, at most COLLECTOR_EVENT_QUEUE_MAX
+    (100,000) waiting, the ones beyond are counted in `candle_events_dropped`) that a background
+    task sends with qbsite.events.apublish_many (the Pub/Sub mirrors in one round trip), then
+    the market.update group sends. Quotes keep the per-symbol throttle.
+    """
+
     name = "collector"
     has_loop = True
 
@@ -253,15 +273,23 @@ class CollectorEngine(Engine):
         self.feed = feed
         self.state: CollectorState | None = None
         self.redis = None
-        self.max_ticks = int(_setting("COLLECTOR_BATCH_MAX_TICKS", 1000))
+        self.max_ticks = int(_setting("COLLECTOR_BATCH_MAX_TICKS", 20_000))
         self.max_wait = float(_setting("COLLECTOR_BATCH_MAX_MS", 20)) / 1000
         self.quote_interval = float(_setting("MARKET_EVENT_MIN_INTERVAL_MS", 250)) / 1000
+        self.max_candle_events = int(_setting("COLLECTOR_EVENT_QUEUE_MAX", 100_000))
         self._sent_at: dict[str, float] = {}
-        self._pending: dict[str, dict] = {}
+        self._pending: dict[str, dict] = {}  # symbol -> latest quote not sent yet
+        self._candles: collections.deque = collections.deque()  # closed candles to announce
+        self._wake = asyncio.Event()
         self.events_published = 0
+        self.candle_events_dropped = 0
+        self.batches_written = 0
         self.warm: dict = {}
 
     async def setup(self) -> None:
+        # The XKRX calendar (pandas, seconds) is built off the event loop: the other engines of
+        # the process go on meanwhile.
+        await asyncio.to_thread(krx._calendar)
         self.redis = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         self.state = await sync_to_async(CollectorState.create)()
         if self.feed is None:
@@ -295,31 +323,65 @@ class CollectorEngine(Engine):
             if symbol in self.state.validator.symbols:
                 agg.set_prev_close(symbol, day, int(price))
 
+    async def take(self, queue: asyncio.Queue) -> tuple[list, bool]:
+        """(the ticks available now, up to max_ticks; feed finished). Waits max_wait at most
+        for the first one."""
+        batch: list = []
+        try:
+            item = await asyncio.wait_for(queue.get(), self.max_wait)
+        except TimeoutError:
+            return batch, False
+        while True:
+            if item is None:
+                return batch, True
+            batch.extend(item)
+            if len(batch) >= self.max_ticks:
+                return batch, False
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return batch, False
+
     async def loop(self) -> None:
         queue: asyncio.Queue = asyncio.Queue(maxsize=64)
         producer = asyncio.create_task(self._produce(queue))
+        publisher = asyncio.create_task(self._publisher())
+        in_flight: tuple[asyncio.Task, CollectResult] | None = None
         done = False
         try:
             while not self.stopping.is_set() and not done:
-                batch: list = []
-                deadline = time.monotonic() + self.max_wait
-                while len(batch) < self.max_ticks:
-                    timeout = deadline - time.monotonic()
-                    if timeout <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(queue.get(), timeout)
-                    except TimeoutError:
-                        break
-                    if item is None:
-                        done = True
-                        break
-                    batch.extend(item)
-                await self.step(batch)
+                batch, done = await self.take(queue)
+                try:
+                    result = prepare(batch, state=self.state, now=self.feed.now())
+                except Exception:
+                    self.log.exception("Collector batch of %d ticks failed", len(batch))
+                    continue
+                if in_flight is not None:
+                    await self._finish(*in_flight)
+                write = asyncio.create_task(buffer.awrite(self.redis, result.write))
+                in_flight = (write, result)
+                await asyncio.sleep(0)  # let the write go out before the next prepare()
+            if in_flight is not None:
+                await self._finish(*in_flight)
         finally:
+            if in_flight is not None and not in_flight[0].done():
+                in_flight[0].cancel()
             producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+            publisher.cancel()
+            for task in (producer, publisher):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # What the feed gave is announced before the loop returns (held quotes included).
+        await self.flush_events(force=True)
+
+    async def _finish(self, write: asyncio.Task, result: CollectResult) -> None:
+        try:
+            await write
+        except Exception:
+            self.log.exception("Collector write of %d ticks failed", result.accepted)
+            return
+        self.batches_written += 1
+        self.offer(result)
 
     async def _produce(self, queue: asyncio.Queue) -> None:
         try:
@@ -329,8 +391,8 @@ class CollectorEngine(Engine):
             await queue.put(None)
 
     async def step(self, batch) -> CollectResult | None:
-        """One batch (or an empty one: the clock) through collect() and the events. Errors are
-        logged, not raised: the engine goes on with the next batch."""
+        """One batch (or an empty one: the clock) through collect() and the events, sent
+        before returning. Errors are logged, not raised: the engine goes on."""
         try:
             result = await acollect(batch, state=self.state, redis=self.redis, now=self.feed.now())
             await self.publish(result)
@@ -339,41 +401,88 @@ class CollectorEngine(Engine):
             self.log.exception("Collector batch of %d ticks failed", len(batch))
             return None
 
+    # --- events ----------------------------------------------------------------------------
+    def offer(self, result: CollectResult) -> None:
+        """Hand a written batch's events to the publisher (never blocks, never raises)."""
+        room = self.max_candle_events - len(self._candles)
+        closed = result.closed
+        if len(closed) > room:
+            self.candle_events_dropped += len(closed) - max(room, 0)
+            closed = closed[: max(room, 0)]
+        self._candles.extend(closed)
+        self._pending.update(result.quotes)
+        if closed or result.quotes:
+            self._wake.set()
+
     async def publish(self, result: CollectResult) -> None:
-        layer = get_channel_layer()
-        for candle in result.closed:
+        """offer() then send what is due now."""
+        self.offer(result)
+        await self.flush_events()
+
+    async def flush_events(self, *, force: bool = False) -> int:
+        """Send the queued candle_closed events and the quotes whose throttle interval is over
+        (all held quotes with force): Pub/Sub in one round trip, then the group sends."""
+        candles = []
+        while self._candles:
+            candles.append(self._candles.popleft())
+        now = time.monotonic()
+        interval, sent_at, pending = self.quote_interval, self._sent_at, self._pending
+        if force:
+            due = list(pending)
+        else:
+            due = [s for s in pending if now - sent_at.get(s, -1e9) >= interval]
+        events = []
+        updates = []
+        for candle in candles:
             data = {
                 "symbol": candle.symbol,
                 "interval": candle.interval,
                 "candle": candle.to_dict(),
             }
-            await apublish(EventType.CANDLE_CLOSED, data, source=SOURCE)
-            if layer is not None:
-                await layer.group_send(
-                    market_stream_group(candle.symbol),
-                    {"type": "market.update", "kind": "candle", "data": data},
-                )
-            self.events_published += 1
-        self._pending.update(result.quotes)
-        if not self._pending:
-            return
-        now = time.monotonic()
-        due = [s for s in self._pending if now - self._sent_at.get(s, -1e9) >= self.quote_interval]
+            events.append((EventType.CANDLE_CLOSED, data))
+            updates.append((candle.symbol, "candle", data))
         for symbol in due:
-            data = {"symbol": symbol, "quote": self._pending.pop(symbol)}
-            self._sent_at[symbol] = now
-            await apublish(EventType.MARKET_DATA_RECEIVED, data, source=SOURCE)
-            if layer is not None:
+            data = {"symbol": symbol, "quote": pending.pop(symbol)}
+            sent_at[symbol] = now
+            events.append((EventType.MARKET_DATA_RECEIVED, data))
+            updates.append((symbol, "quote", data))
+        if not events:
+            return 0
+        await apublish_many(events, source=SOURCE)
+        layer = get_channel_layer()
+        if layer is not None:
+            for symbol, kind, data in updates:
                 await layer.group_send(
                     market_stream_group(symbol),
-                    {"type": "market.update", "kind": "quote", "data": data},
+                    {"type": "market.update", "kind": kind, "data": data},
                 )
-            self.events_published += 1
+        self.events_published += len(events)
+        return len(events)
+
+    async def _publisher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush_events()
+            except Exception:
+                self.log.exception("Collector events could not be published")
+                await asyncio.sleep(1)  # Redis away: the quotes coalesce meanwhile
+            if self._pending and not self._wake.is_set():
+                # Held quotes: come back when the earliest throttle interval is over.
+                now = time.monotonic()
+                sent_at, interval = self._sent_at, self.quote_interval
+                wait = min(sent_at.get(s, -1e9) + interval - now for s in self._pending)
+                await asyncio.sleep(max(wait, 0.005))
+                self._wake.set()
 
     def stats(self) -> dict:
         figures = self.state.stats() if self.state else {}
         figures["events_published"] = self.events_published
         figures["quotes_held_back"] = len(self._pending)
+        figures["candle_events_waiting"] = len(self._candles)
+        figures["candle_events_dropped"] = self.candle_events_dropped
+        figures["batches_written"] = self.batches_written
         return figures
 
     async def stop(self) -> None:
