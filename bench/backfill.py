@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,8 @@ def bench_database(name: str):
     base = os.environ.get("DATABASE_URL")
     if not base:
         sys.exit("DATABASE_URL is not set (the server to benchmark on).")
+    # A SIGTERM (make bench interrupted) still drops the database: exit through `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parts = urlsplit(base)
     url = parts._replace(path=f"/{name}").geturl()
     admin = parts._replace(path="/postgres").geturl()

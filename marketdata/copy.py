@@ -143,7 +143,7 @@ def csv_line(row: Row) -> str:
 
 def candles_copy_upsert_lines(
     conn: psycopg.Connection,
-    lines: dict[tuple, str],
+    lines: dict[tuple, str] | dict[tuple, bytes],
     *,
     columns: tuple[str, ...] | list[str],
     on_conflict: str,
@@ -156,7 +156,8 @@ def candles_copy_upsert_lines(
     result = UpsertResult()
     if not lines:
         return result
-    text = "".join(lines.values())
+    values = list(lines.values())
+    text = (b"" if isinstance(values[0], bytes) else "").join(values)
     with conn.cursor() as cur:
         if not _any_stored(cur, lines.keys()):
             savepoint = f"qb_copy_{next(_savepoints)}"
@@ -213,7 +214,7 @@ def _any_stored(cur: psycopg.Cursor, keys) -> bool:
 _CHUNK = 1 << 20
 
 
-def _copy(cur: psycopg.Cursor, table: sql.Composable, columns, text: str) -> None:
+def _copy(cur: psycopg.Cursor, table: sql.Composable, columns, text: str | bytes) -> None:
     statement = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT csv)").format(
         table=table, columns=sql.SQL(", ").join(map(sql.Identifier, columns))
     )
@@ -223,7 +224,12 @@ def _copy(cur: psycopg.Cursor, table: sql.Composable, columns, text: str) -> Non
 
 
 def _upsert_through_temp(
-    cur: psycopg.Cursor, columns, text: str, size: int, on_conflict: str, result: UpsertResult
+    cur: psycopg.Cursor,
+    columns,
+    text: str | bytes,
+    size: int,
+    on_conflict: str,
+    result: UpsertResult,
 ) -> UpsertResult:
     temp = sql.Identifier(TEMP_TABLE)
     # Created once per session (and again if a rollback undid it); emptied after each use, so

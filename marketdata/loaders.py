@@ -38,9 +38,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 
 from marketdata.copy import (
-    COLUMNS as COPY_COLUMNS,
-)
-from marketdata.copy import (
+    COLUMNS,
     FUTURE_SLACK,
     UpsertResult,
     candle_problem,
@@ -52,7 +50,7 @@ from marketdata.services import stock_upsert
 from qbsite.exceptions import InvalidInput, QBError
 from qbsite.fields import SYMBOL_REGEX
 
-CANDLE_COLUMNS = ("symbol", "interval", "time", "open", "high", "low", "close", "volume")
+CANDLE_COLUMNS = COLUMNS  # the CSV columns are the table's
 SYMBOL_COLUMNS = ("symbol", "name", "market", "sector", "market_cap", "shares_outstanding")
 SYMBOL_REQUIRED = ("symbol", "name", "market")
 BACKFILL_BATCH_SIZE = 50_000
@@ -310,11 +308,9 @@ def candles_backfill_csv(
                             continue
                         key = (row[0], row[1], row[2])
                         text = csv_line(row)
-                        if columns != list(COPY_COLUMNS):
+                        if columns != list(COLUMNS):
                             # Re-order the checked cells into the file's column order.
-                            cells = dict(
-                                zip(COPY_COLUMNS, text.rstrip("\n").split(","), strict=True)
-                            )
+                            cells = dict(zip(COLUMNS, text.rstrip("\n").split(","), strict=True))
                             text = ",".join(cells[c] for c in columns) + "\n"
                     result.lines += 1
                     if result.bad and not skip_bad:
