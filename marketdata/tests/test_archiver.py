@@ -316,3 +316,31 @@ def test_the_engine_archives_in_its_loop_and_stops(redis_client):
     assert engine.stats()["archived"] == 20
     assert MarketData.objects.count() == 20
     assert redis_client.xlen(CANDLE_STREAM) == 0
+
+
+def test_unusual_candles_take_the_slow_path_with_the_same_rules(redis_client, make_archiver):
+    fractional = Candle(
+        symbol="069500",
+        interval="1m",
+        time=T0,
+        open=Decimal("35120.55"),
+        high=Decimal("35130"),
+        low=Decimal("35100.5"),
+        close=Decimal("35125"),
+        volume=7,
+    )
+    off_grid = candle(1, price=70_001)  # not on the KRX tick grid (50 won at this price)
+    push(redis_client, [fractional, off_grid])
+    # Fields in another order than the collector's: still read.
+    push_raw(redis_client, {"s": "005930", "c": candle(2).to_json()})
+
+    outcome = make_archiver().run_once()
+    assert (outcome.archived, outcome.dead) == (3, 0)
+    assert stored()[("069500", "1m", T0)] == as_row(fractional)
+
+    push(redis_client, [candle(3, price=70_001)])
+    strict = make_archiver(check_tick=True, consumer="strict")
+    outcome = strict.run_once()
+    assert (outcome.archived, outcome.dead) == (0, 1)
+    [(_, fields)] = redis_client.xrange(DEAD_STREAM)
+    assert b"not on the KRX tick grid" in fields[b"reason"]

@@ -188,3 +188,61 @@ def test_bad_headers_missing_files_and_the_kis_source_are_clear_errors(tmp_path)
     message, _, _ = backfill_fails(SAMPLE, "--source", "kis")
     assert "the KIS issue provides it" in message
     assert MarketData.objects.count() == 0
+
+
+def test_unusual_but_valid_lines_load_like_usual_ones(tmp_path):
+    # Quoted cells, spaces, decimal prices, 'Z', fractional seconds, CRLF: not the fast
+    # path's plain shape, but valid, so they load with the same meaning.
+    path = write(
+        tmp_path,
+        "unusual.csv",
+        HEADER
+        + '"005930","1m","2024-03-04T09:00:00+09:00","73000","73200","72900","73100","100"\r\n'
+        + "005930,1m, 2024-03-04T00:01:00Z ,73000,73200,72900,73100,100\r\n"
+        + "069500,1m,2024-03-04T00:02:00.000+00:00,35120.55,35130,35100.5,35125,7\r\n",
+    )
+
+    out, err = backfill(path)
+
+    assert "3 inserted" in out and err == ""
+    assert rows() == {
+        ("005930", "1m", dt.datetime(2024, 3, 4, 0, 0, tzinfo=dt.UTC)): (
+            Decimal(73000),
+            Decimal(73200),
+            Decimal(72900),
+            Decimal(73100),
+            100,
+        ),
+        ("005930", "1m", dt.datetime(2024, 3, 4, 0, 1, tzinfo=dt.UTC)): (
+            Decimal(73000),
+            Decimal(73200),
+            Decimal(72900),
+            Decimal(73100),
+            100,
+        ),
+        ("069500", "1m", dt.datetime(2024, 3, 4, 0, 2, tzinfo=dt.UTC)): (
+            Decimal("35120.55"),
+            Decimal(35130),
+            Decimal("35100.50"),
+            Decimal(35125),
+            7,
+        ),
+    }
+
+
+def test_a_time_in_the_future_or_a_price_too_large_is_a_bad_line(tmp_path):
+    path = write(
+        tmp_path,
+        "odd.csv",
+        HEADER
+        + "005930,1m,2999-01-01T09:00:00+09:00,73000,73200,72900,73100,100\n"
+        + "005930,1m,2024-03-04T09:00:00+09:00,1,9999999999999,1,1,100\n"
+        + "005930,1m,2024-03-04T09:01:00+09:00,73000.001,73200,72900,73100,100\n",
+    )
+
+    _, _, err = backfill_fails(path)
+
+    reported = err.strip().splitlines()
+    assert "is in the future" in reported[0]
+    assert "high 9999999999999 does not fit numeric(14, 2)" in reported[1]
+    assert "open 73000.001 does not fit numeric(14, 2)" in reported[2]
