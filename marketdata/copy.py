@@ -1,7 +1,10 @@
 """The bulk, idempotent candle upsert shared by the archiver and `manage.py backfill`.
 
-`candles_copy_upsert(conn, rows, on_conflict=...)` writes a batch of candles into market_data
-through COPY, so that loading history or draining the candle stream costs close to a raw COPY:
+`candles_copy_upsert(conn, rows, on_conflict=...)` (checked tuples) and
+`candles_copy_upsert_lines(conn, {key: csv_line}, ...)` (checked candles already written as
+COPY csv lines: the backfill's file lines, the archiver's fast path) write a batch of candles
+into market_data through COPY (FORMAT csv), so that loading history or draining the candle
+stream costs close to a raw COPY:
 
 1. a probe (one statement, one index range scan per (symbol, interval) of the batch) asks
    whether any row of market_data falls in the batch's key ranges;
@@ -12,10 +15,11 @@ through COPY, so that loading history or draining the candle stream costs close 
    INSERT ... SELECT ... ON CONFLICT (symbol, interval, time), DO NOTHING or DO UPDATE.
 
 The caller owns the transaction (the archiver commits per batch before it acknowledges; the
-backfill commits per file, or per batch with --skip-bad): this module never commits. Rows are
-checked with `candle_problem` first, so the table's CHECK constraints never reject a batch; a
-row that gets past it anyway makes the statement fail, and the caller isolates it
-(`candles_copy_upsert` on single rows).
+backfill commits per file): this module never commits. Rows are checked with
+`candle_problem` (or a fast path that accepts a subset of what it accepts) first, so the
+table's CHECK constraints never reject a batch; a row that gets past them anyway makes the
+statement fail (the savepoint is rolled back, the caller's transaction stays usable), and the
+archiver isolates it by writing the batch row by row.
 
 Psycopg connection, not the ORM: COPY needs the driver. Django's own connection works
 (`connection.ensure_connection(); connection.connection`) and is what the backfill uses, so
@@ -177,7 +181,18 @@ def candles_copy_upsert_lines(
                 cur.execute(f"RELEASE SAVEPOINT {savepoint}")
                 result.inserted = len(lines)
                 return result
-        return _upsert_through_temp(cur, columns, text, len(lines), on_conflict, result)
+        savepoint = f"qb_copy_{next(_savepoints)}"
+        cur.execute(f"SAVEPOINT {savepoint}")
+        try:
+            _upsert_through_temp(cur, columns, text, len(lines), on_conflict, result)
+        except psycopg.Error as exc:
+            try:
+                cur.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+            except psycopg.Error:
+                raise exc from None
+            raise
+        cur.execute(f"RELEASE SAVEPOINT {savepoint}")
+        return result
 
 
 _PROBE_SQL = sql.SQL(

@@ -344,3 +344,33 @@ def test_unusual_candles_take_the_slow_path_with_the_same_rules(redis_client, ma
     assert (outcome.archived, outcome.dead) == (0, 1)
     [(_, fields)] = redis_client.xrange(DEAD_STREAM)
     assert b"not on the KRX tick grid" in fields[b"reason"]
+
+
+def test_a_row_the_database_refuses_is_isolated_and_the_rest_is_stored(make_archiver):
+    # candle_problem catches every rule market_data checks; should one ever slip past it (a
+    # rule added to the table only), the database's refusal must not stick the batch.
+    from marketdata.archiver import _Entry
+
+    archiver = make_archiver()
+    good = candle(0)
+    entries = [
+        _Entry(
+            b"1-0",
+            [],
+            key=("005930", "1m", good.time),
+            line=b"005930,1m,%s,70000,70200,69900,70100,5\n" % good.time.isoformat().encode(),
+        ),
+        _Entry(
+            b"2-0",
+            [],
+            key=("005930", "1m", T0 + dt.timedelta(minutes=1)),
+            line=b"005930,1m,2024-03-04T00:01:00+00:00,70000,69000,69900,70100,5\n",
+        ),
+    ]
+
+    result, refused = archiver._upsert(entries)
+
+    assert result.inserted == 1
+    assert [e.id for e in refused] == [b"2-0"]
+    assert "refused by PostgreSQL" in refused[0].reason and "market_data_" in refused[0].reason
+    assert list(stored()) == [("005930", "1m", good.time)]
