@@ -281,9 +281,11 @@ class CollectorEngine(Engine):
         self._pending: dict[str, dict] = {}  # symbol -> latest quote not sent yet
         self._candles: collections.deque = collections.deque()  # closed candles to announce
         self._wake = asyncio.Event()
+        self._closing = False
         self.events_published = 0
         self.candle_events_dropped = 0
         self.batches_written = 0
+        self.written_at: float | None = None
         self.warm: dict = {}
 
     async def setup(self) -> None:
@@ -363,6 +365,12 @@ class CollectorEngine(Engine):
                 await asyncio.sleep(0)  # let the write go out before the next prepare()
             if in_flight is not None:
                 await self._finish(*in_flight)
+            self.written_at = time.monotonic()  # the last write is in (bench: ingestion time)
+            # Let the publisher finish the send it is in (cancelling it there would lose the
+            # events it has taken), then stop it.
+            self._closing = True
+            self._wake.set()
+            await publisher
         finally:
             if in_flight is not None and not in_flight[0].done():
                 in_flight[0].cancel()
@@ -460,15 +468,17 @@ class CollectorEngine(Engine):
         return len(events)
 
     async def _publisher(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 await self.flush_events()
             except Exception:
                 self.log.exception("Collector events could not be published")
                 await asyncio.sleep(1)  # Redis away: the quotes coalesce meanwhile
-            if self._pending and not self._wake.is_set():
+            if self._pending and not self._wake.is_set() and not self._closing:
                 # Held quotes: come back when the earliest throttle interval is over.
                 now = time.monotonic()
                 sent_at, interval = self._sent_at, self.quote_interval
