@@ -14,13 +14,14 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.conf import settings
 from django_redis import get_redis_connection
 
+from marketdata import buffer
 from marketdata.aggregation import INTERVAL_SECONDS
-from marketdata.keys import candles_key, indicators_key, quote_key
+from marketdata.keys import candles_key, indicators_key
 from marketdata.models import MarketData, Stock
 from marketdata.types import Candle
 from qbsite.exceptions import NotFound
@@ -67,18 +68,6 @@ def _redis():
 
 # --- Quote ----------------------------------------------------------------------------------
 
-QUOTE_DECIMALS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "prev_close",
-    "change",
-    "change_rate",
-    "upper_limit",
-    "lower_limit",
-)
-
 
 def quote_latest(*, symbol: str) -> dict:
     """The latest quote of `symbol` from `market:{symbol}`, typed (Decimal prices, aware time).
@@ -86,30 +75,13 @@ def quote_latest(*, symbol: str) -> dict:
     NotFound for an unknown symbol, and for a known one that has no quote yet.
     """
     _require_symbol(symbol)
-    raw = _redis().hgetall(quote_key(symbol))
-    if not raw:
+    quote = buffer.latest_quote(_redis(), symbol)
+    if quote is None:
         raise NotFound(
             f"No quote for {symbol} yet: the collector has not seen a trade of it "
             "(market closed since Redis started, or the collector is not running)."
         )
-    fields = {key.decode(): value.decode() for key, value in raw.items()}
-    quote: dict = {"symbol": symbol}
-    timestamp = fields.get("timestamp")
-    quote["timestamp"] = _parse_time(timestamp) if timestamp else None
-    for name in QUOTE_DECIMALS:
-        quote[name] = _decimal(fields.get(name))
-    volume = fields.get("volume")
-    quote["volume"] = int(volume) if volume else None
-    return quote
-
-
-def _decimal(text: str | None) -> Decimal | None:
-    if not text:
-        return None  # the collector writes "" for what it does not know yet (no prev_close)
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        return None
+    return {"symbol": symbol, **quote}
 
 
 def _parse_time(text: str) -> dt.datetime:
