@@ -42,7 +42,7 @@ def fill_stream(client, candles) -> None:
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 500_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
+    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 5000
     with bench_database("qb_bench_archiver"):
         import tempfile
 

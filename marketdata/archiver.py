@@ -23,7 +23,7 @@ next archiver claims them and the upsert finds them stored (no duplicate, no gap
 The work is sync (redis-py and psycopg, a connection of its own): ArchiverEngine runs each round
 in a thread, so the other engines' event loop never waits on PostgreSQL.
 
-Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (1000 entries per round),
+Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (5000 entries at most per round),
 ARCHIVER_BLOCK_MS (1000, how long a round waits for new entries), ARCHIVER_CLAIM_IDLE_MS
 (60000, idle time after which another consumer's pending entry is taken over),
 ARCHIVER_MAX_BACKOFF_SECONDS (30), ARCHIVER_DEAD_MAXLEN (100000, entries kept in DEAD_STREAM),
@@ -177,7 +177,7 @@ class Archiver:
         max_backoff: float | None = None,
         check_tick: bool | None = None,
     ) -> None:
-        self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 1000)
+        self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 5000)
         self.block_ms = (
             block_ms if block_ms is not None else getattr(settings, "ARCHIVER_BLOCK_MS", 1000)
         )
