@@ -57,6 +57,9 @@ AUCTION_WINDOW = 600
 PRE_MARKET = 1800  # the pre-market closing-price session starts 30 min before the open
 AFTER_HOURS_END = dt.time(18, 0)
 
+_NO_LOW = 1 << 62  # above any price: an empty accumulator's low
+_NEVER = float("-inf")
+
 # Tick kinds (what the session rules make of a print time).
 OUTSIDE, REGULAR, AUCTION, EXTENDED = 0, 1, 2, 3
 
@@ -336,10 +339,19 @@ class CandleAggregator:
         self.daily_index = self.intervals.index("1d") if self.has_daily else -1
         self.close_grace = close_grace
         self.sessions = sessions or Sessions()
-        self.bars: dict[str, list[Bar | None]] = {}
+        self._bars: dict[str, list[Bar | None]] = {}
         # Start of the last closed bucket per symbol and interval: older ticks are late.
         self.closed_start: dict[str, list[int]] = {}
-        self.quotes: dict[str, DayQuote] = {}
+        self._quotes: dict[str, DayQuote] = {}
+        # The per-tick fast path. Per symbol, [lo, hi, n, volume, high, low, close, last_t]:
+        # [lo, hi) is the span of seconds that falls in the open bucket of EVERY interval (all
+        # bars open, the quote on that day), so a regular print there is a same-bucket update of
+        # every bar and of the quote; such prints are folded into this one accumulator and
+        # merged into the bars and the quote later (_fold: before any other path touches the
+        # symbol, at drain/advance/restore, or when `bars`/`quotes` are read). The merge is
+        # exact: volume adds, high/low are max/min, and the close is the accumulator's when its
+        # latest print is at or after the bar's (the same rule as tick by tick).
+        self._acc: dict[str, list] = {}
         self.late_dropped = dict.fromkeys(self.intervals, 0)
         self.candles_closed = 0
         self._touched: dict[tuple[str, int], ListWrite] = {}
@@ -348,15 +360,79 @@ class CandleAggregator:
         self._iso: dict[int, str] = {}
         self._next_end = float("inf")  # no open bar ends before this: advance() can skip
 
+    # --- settled state (the accumulators merged) ---------------------------------------
+    @property
+    def bars(self) -> dict[str, list[Bar | None]]:
+        """Open bars per symbol (index = self.intervals), with every print merged in."""
+        self.settle()
+        return self._bars
+
+    @property
+    def quotes(self) -> dict[str, DayQuote]:
+        self.settle()
+        return self._quotes
+
+    def settle(self) -> None:
+        """Merge every fast-path accumulator into its bars and quote."""
+        fold = self._fold
+        for symbol, acc in self._acc.items():
+            if acc[2]:
+                fold(symbol, acc)
+
+    def _fold(self, symbol: str, acc: list) -> None:
+        _, _, n, volume, high, low, close, last_t = acc
+        if not n:
+            return
+        for bar in self._bars[symbol]:
+            if volume:
+                bar.volume += volume
+            if high > bar.high:
+                bar.high = high
+            if low < bar.low:
+                bar.low = low
+            if last_t >= bar.last_t:
+                bar.close = close
+                bar.last_t = last_t
+        q = self._quotes[symbol]
+        q.volume += volume
+        if last_t >= q.last_t:
+            q.last_t = last_t
+            q.close = q.regular_close = close
+        if high > q.high:
+            q.high = high
+        if low < q.low:
+            q.low = low
+        acc[2:] = [0, 0, 0, _NO_LOW, None, _NEVER]
+
+    def _window(self, symbol: str, bars: list) -> None:
+        """Open the fast path for `symbol` where every interval has an open bar."""
+        lo, hi = -1, float("inf")
+        for bar in bars:
+            if bar is None:
+                self._acc.pop(symbol, None)
+                return
+            if bar.start > lo:
+                lo = bar.start
+            if bar.end < hi:
+                hi = bar.end
+        q = self._quotes.get(symbol)
+        if lo >= hi or q is None or q.open is None or q.day != (lo + KST_OFFSET) // DAY:
+            self._acc.pop(symbol, None)
+            return
+        self._acc[symbol] = [lo, hi, 0, 0, 0, _NO_LOW, None, _NEVER]
+
     # --- the day quote -------------------------------------------------------------------
     def quote(self, symbol: str, day: int) -> DayQuote:
         """The symbol's quote for `day`, rolled over from the previous day when needed."""
-        q = self.quotes.get(symbol)
+        q = self._quotes.get(symbol)
         if q is None:
-            q = self.quotes[symbol] = DayQuote(day, None)
+            q = self._quotes[symbol] = DayQuote(day, None)
         elif q.day != day and day > q.day:
+            acc = self._acc.pop(symbol, None)
+            if acc is not None:
+                self._fold(symbol, acc)
             prev = q.regular_close if q.regular_close is not None else q.prev_close
-            q = self.quotes[symbol] = DayQuote(day, prev)
+            q = self._quotes[symbol] = DayQuote(day, prev)
         return q
 
     def set_prev_close(self, symbol: str, day: int, prev_close: int) -> None:
@@ -369,9 +445,30 @@ class CandleAggregator:
     # --- ticks ---------------------------------------------------------------------------
     def add(self, symbol: str, t: float, price: int, volume: int, kind: int, second: int) -> list:
         """One validated print (int won; `kind`/`second` from Sessions.classify)."""
+        acc = self._acc.get(symbol)
+        if acc is not None:
+            if acc[0] <= second < acc[1] and kind != EXTENDED:
+                # Same bucket for every interval: one accumulator (see __init__).
+                self._touched_quotes[symbol] = None
+                acc[2] += 1
+                acc[3] += volume
+                if price > acc[4]:
+                    acc[4] = price
+                if price < acc[5]:
+                    acc[5] = price
+                if t >= acc[7]:
+                    acc[6] = price
+                    acc[7] = t
+                return []
+            self._fold(symbol, acc)
+        closed = self._add(symbol, t, price, volume, kind, second)
+        self._window(symbol, self._bars[symbol])
+        return closed
+
+    def _add(self, symbol: str, t: float, price: int, volume: int, kind: int, second: int) -> list:
         closed: list = []
         day = (second + KST_OFFSET) // DAY
-        q = self.quotes.get(symbol)
+        q = self._quotes.get(symbol)
         if q is None or q.day != day:
             q = self.quote(symbol, day)
         if q.day == day:  # not a print from a day already rolled over
@@ -392,9 +489,9 @@ class CandleAggregator:
         # intervals change together); closed bars are recorded by _close().
         self._touched_quotes[symbol] = None
 
-        bars = self.bars.get(symbol)
+        bars = self._bars.get(symbol)
         if bars is None:
-            bars = self.bars[symbol] = [None] * len(self.intervals)
+            bars = self._bars[symbol] = [None] * len(self.intervals)
             self.closed_start[symbol] = [-1] * len(self.intervals)
         closed_start = self.closed_start[symbol]
         for index, size in enumerate(self.sizes):
@@ -445,10 +542,14 @@ class CandleAggregator:
         if limit < self._next_end:
             return closed
         next_end = float("inf")
-        for symbol, bars in self.bars.items():
+        accs = self._acc
+        for symbol, bars in self._bars.items():
             for index, bar in enumerate(bars):
                 if bar is not None:
                     if bar.end <= limit:
+                        acc = accs.pop(symbol, None)
+                        if acc is not None:
+                            self._fold(symbol, acc)
                         closed.append(self._close(symbol, index, bar))
                     elif bar.end < next_end:
                         next_end = bar.end
@@ -456,7 +557,7 @@ class CandleAggregator:
         return closed
 
     def _close(self, symbol: str, index: int, bar: Bar) -> Candle:
-        self.bars[symbol][index] = None
+        self._bars[symbol][index] = None
         self.closed_start[symbol][index] = bar.start
         write = self._touch(symbol, index)
         write.closed.append(bar)
@@ -502,10 +603,13 @@ class CandleAggregator:
         bar.last_t = last_t if last_t is not None else float(start)
         bar.written = True
         self._next_end = min(self._next_end, bar.end)
-        if symbol not in self.bars:
-            self.bars[symbol] = [None] * len(self.intervals)
+        acc = self._acc.pop(symbol, None)
+        if acc is not None:
+            self._fold(symbol, acc)
+        if symbol not in self._bars:
+            self._bars[symbol] = [None] * len(self.intervals)
             self.closed_start[symbol] = [-1] * len(self.intervals)
-        self.bars[symbol][index] = bar
+        self._bars[symbol][index] = bar
 
     def bucket_end(self, interval: str, start: int) -> int:
         return self._end(start, INTERVAL_SECONDS[interval], kst_day(start))
@@ -514,9 +618,13 @@ class CandleAggregator:
     def drain(self) -> tuple[list[ListWrite], dict[str, DayQuote]]:
         """The lists and quotes touched since the last drain (each once: latest state)."""
         touched = self._touched
-        intervals, all_bars = self.intervals, self.bars
+        intervals, all_bars = self.intervals, self._bars
+        accs, fold = self._acc, self._fold
         writes = []
         for symbol in self._touched_quotes:
+            acc = accs.get(symbol)
+            if acc is not None and acc[2]:
+                fold(symbol, acc)
             for index, bar in enumerate(all_bars[symbol]):
                 write = touched.pop((symbol, index), None)
                 if write is None:
@@ -528,7 +636,8 @@ class CandleAggregator:
         for write in touched.values():  # closed by advance() in symbols without a tick
             write.open = all_bars[write.symbol][write.index]
             writes.append(write)
-        quotes = {symbol: self.quotes[symbol] for symbol in self._touched_quotes}
+        all_quotes = self._quotes
+        quotes = {symbol: all_quotes[symbol] for symbol in self._touched_quotes}
         self._touched = {}
         self._touched_quotes = {}
         return writes, quotes

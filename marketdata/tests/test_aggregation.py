@@ -147,6 +147,7 @@ def test_a_late_tick_inside_the_open_candle_updates_high_low_volume_not_close(ag
     bar = agg.bars["005930"][0]
     assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == (70000, 70100, 69000, 70100, 6)
     push(agg, kst(9, 0, 30), 72000, 1)
+    bar = agg.bars["005930"][0]  # read again: ticks are merged into the bars when they are read
     assert (bar.high, bar.close) == (72000, 70100)
     assert agg.quotes["005930"].close == 70100  # nor the quote's last price
 
