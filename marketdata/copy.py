@@ -41,6 +41,7 @@ from psycopg import errors, sql
 
 from marketdata.krx import is_on_tick
 from marketdata.models import Interval, MarketData
+from qbsite.db import connect  # noqa: F401 - the archiver's connection, re-exported
 from qbsite.fields import SYMBOL_REGEX
 
 TABLE = MarketData._meta.db_table
@@ -291,46 +292,3 @@ def _upsert_through_temp(
 # --- a connection of one's own (the archiver, the benches) ------------------------------------
 
 # Keys of DATABASES["default"]["OPTIONS"] that are Django's, not libpq's.
-_DJANGO_ONLY_OPTIONS = {
-    "isolation_level",
-    "server_side_binding",
-    "pool",
-    "assume_role",
-    "cursor_factory",
-    "application_name",
-}
-
-
-def connect(database_url: str | None = None, *, application_name: str, connect_timeout: int = 5):
-    """A new autocommit psycopg connection to `database_url`, or to Django's database.
-
-    Autocommit: callers open their transactions with `conn.transaction()`, which commits at
-    the end of the block, so nothing is left open between batches.
-    """
-    if database_url:
-        if database_url.startswith("timescale://"):
-            database_url = "postgresql://" + database_url[len("timescale://") :]
-        params: dict = {"conninfo": database_url}
-    else:
-        from django.conf import settings
-
-        db = settings.DATABASES["default"]
-        params = {
-            key: value
-            for key, value in (db.get("OPTIONS") or {}).items()
-            if key not in _DJANGO_ONLY_OPTIONS and isinstance(value, str | int)
-        }
-        params.update(
-            dbname=db.get("NAME"),
-            user=db.get("USER") or None,
-            password=db.get("PASSWORD") or None,
-            host=db.get("HOST") or None,
-            port=str(db["PORT"]) if db.get("PORT") else None,
-        )
-    params = {key: value for key, value in params.items() if value is not None}
-    return psycopg.connect(
-        **params,
-        application_name=application_name,
-        connect_timeout=connect_timeout,
-        autocommit=True,
-    )

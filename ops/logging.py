@@ -27,6 +27,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
 
+from qbsite.db import connect
+
 REDACTED = "***"
 
 # Secrets shorter than this are not replaced by value (a 2-letter dev password would blank
@@ -175,14 +177,6 @@ _INSERT_SQL = (
 )
 _COMPONENT_MAX_LENGTH = 100  # SystemLog.component
 # Keys of DATABASES["default"]["OPTIONS"] that are Django's, not libpq's.
-_DJANGO_ONLY_OPTIONS = {
-    "isolation_level",
-    "server_side_binding",
-    "pool",
-    "assume_role",
-    "cursor_factory",
-    "application_name",
-}
 
 
 def level_name(levelno: int) -> str:
@@ -487,37 +481,15 @@ class SystemLogHandler(logging.Handler):
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                **self._connect_params(),
+            self._conn = connect(
+                self.database_url,
+                application_name="qb-system-logs",
+                autocommit=False,
                 connect_timeout=self.connect_timeout,
                 # A stuck insert (a lock) becomes an error and a retry, not a hung writer.
                 options="-c statement_timeout=30000",
             )
         return self._conn
-
-    def _connect_params(self) -> dict:
-        if self.database_url:
-            url = self.database_url
-            if url.startswith("timescale://"):
-                url = "postgresql://" + url[len("timescale://") :]
-            return {"conninfo": url, "application_name": "qb-system-logs"}
-        from django.conf import settings
-
-        db = settings.DATABASES["default"]
-        params = {
-            key: value
-            for key, value in (db.get("OPTIONS") or {}).items()
-            if key not in _DJANGO_ONLY_OPTIONS and isinstance(value, str | int)
-        }
-        params.update(
-            dbname=db.get("NAME"),
-            user=db.get("USER") or None,
-            password=db.get("PASSWORD") or None,
-            host=db.get("HOST") or None,
-            port=str(db["PORT"]) if db.get("PORT") else None,
-            application_name="qb-system-logs",
-        )
-        return {key: value for key, value in params.items() if value is not None}
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
