@@ -268,6 +268,17 @@ INDICATOR_WARMUP_CANDLES = env_int("INDICATOR_WARMUP_CANDLES", 200, min_value=34
 MARKET_WS_SNAPSHOT_CANDLES = env_int("MARKET_WS_SNAPSHOT_CANDLES", 50, min_value=0)
 KNOWN_SYMBOLS_CACHE_SECONDS = env_float("KNOWN_SYMBOLS_CACHE_SECONDS", 60, min_value=0)
 
+# Archiver (marketdata/archiver.py): the candle stream into market_data.
+ARCHIVER_BATCH_SIZE = env_int("ARCHIVER_BATCH_SIZE", 5000, min_value=1)
+ARCHIVER_BLOCK_MS = env_int("ARCHIVER_BLOCK_MS", 1000, min_value=1)
+ARCHIVER_CLAIM_IDLE_MS = env_int("ARCHIVER_CLAIM_IDLE_MS", 60000, min_value=1000)
+ARCHIVER_MAX_BACKOFF_SECONDS = env_float("ARCHIVER_MAX_BACKOFF_SECONDS", 30, min_value=0.1)
+ARCHIVER_DEAD_MAXLEN = env_int("ARCHIVER_DEAD_MAXLEN", 100000, min_value=1)
+ARCHIVER_CHECK_TICK = env_bool("ARCHIVER_CHECK_TICK", False)
+ARCHIVER_DATABASE_URL = env_url(
+    "ARCHIVER_DATABASE_URL", None, schemes=("postgres", "postgresql", "pgsql", "timescale")
+)
+
 # Engines runtime (qbsite/engines.py).
 HEARTBEAT_SECONDS = env_float("HEARTBEAT_SECONDS", 5, min_value=0.1)
 ENGINE_STOP_TIMEOUT_SECONDS = env_float("ENGINE_STOP_TIMEOUT_SECONDS", 10, min_value=0)
