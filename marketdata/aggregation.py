@@ -343,6 +343,9 @@ class CandleAggregator:
         # Start of the last closed bucket per symbol and interval: older ticks are late.
         self.closed_start: dict[str, list[int]] = {}
         self._quotes: dict[str, DayQuote] = {}
+        # The same dict, without merging the accumulators first: for identity and prev_close
+        # (validation), not for prices or volumes.
+        self.raw_quotes = self._quotes
         # The per-tick fast path. Per symbol, [lo, hi, n, volume, high, low, close, last_t]:
         # [lo, hi) is the span of seconds that falls in the open bucket of EVERY interval (all
         # bars open, the quote on that day), so a regular print there is a same-bucket update of

@@ -11,6 +11,13 @@ Checks, in order (the first failure is the reason):
 When the previous close is unknown the band is not checked; that is counted and logged
 (reason "band_unchecked") but the tick is accepted.
 
+Fast path: once a symbol has passed every check in the regular session of a day, its day's
+limits and tick grid (krx's tick sizes over the limit band, as int won) are kept with the quote
+they came from; a later tick of that symbol in the same regular session (UTC time, int volume,
+a whole-won price on that grid within the limits, not after the feed clock's tolerance) is
+accepted without the general checks. Anything else takes the general path, which gives the
+reason; the result is the same either way.
+
 Rejections are logged on "qb.collector" at WARNING (-> system_logs) with metadata
 {symbol, reason, tick, suppressed}; at most one line per reason every `log_interval` seconds
 (wall clock: this limits the log volume, it is not market logic), the others are counted in
@@ -26,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from marketdata import krx
-from marketdata.aggregation import OUTSIDE, CandleAggregator, kst_day
+from marketdata.aggregation import OUTSIDE, REGULAR, CandleAggregator, kst_day
 
 logger = logging.getLogger("qb.collector")
 
@@ -110,9 +117,36 @@ class TickValidator:
         self._grid: dict[tuple[Decimal | int, str], bool] = {}
         self._band_noted: set[tuple[str, int]] = set()
         self._today: tuple[int, int] = (-1, -1)  # (KST day of now, its trading day)
+        # symbol -> (its DayQuote, KST day, lower, upper, ((end exclusive, tick), ...))
+        self._fast: dict[str, tuple] = {}
+        # For the feed clock `_span_now`: (regular open, close, latest accepted time, KST day)
+        self._span_now: float | None = None
+        self._span: tuple = (0, 0, 0.0, -1)
 
     def refresh_symbols(self, symbols: dict[str, SymbolInfo] | None = None) -> None:
         self.symbols = dict(load_symbols() if symbols is None else symbols)
+        self._fast.clear()
+
+    def _set_span(self, now: float, agg: CandleAggregator) -> tuple:
+        day = kst_day(now)
+        b = agg.sessions.bounds(day)
+        if b.trading and day >= self._trading_day(agg, now):
+            self._span = (b.open, b.close, now + self.future_tolerance, day)
+        else:
+            self._span = (0, 0, 0.0, -1)
+        self._span_now = now
+        return self._span
+
+    @staticmethod
+    def _grid_segments(lower: int, upper: int, instrument: str) -> tuple[tuple[int, int], ...]:
+        """krx's tick size over [lower, upper] as (end exclusive, tick) segments: the tick can
+        only change at a bound of krx's stock table."""
+        starts = [lower] + [int(b) for b, _ in krx.STOCK_TICKS if lower < b <= upper]
+        ends = [*starts[1:], upper + 1]
+        return tuple(
+            (end, int(krx.tick_size(Decimal(start), instrument=instrument)))
+            for start, end in zip(starts, ends, strict=True)
+        )
 
     def reject(self, tick, reason: str, message: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -136,6 +170,43 @@ class TickValidator:
     def check(self, tick, now: float, agg: CandleAggregator):
         """(epoch, int price, volume, kind, bucket second) for a good tick, else None (rejected,
         counted and logged)."""
+        symbol = tick.symbol
+        entry = self._fast.get(symbol)
+        if entry is not None:
+            moment = tick.time
+            if moment.tzinfo is dt.UTC:
+                t = moment.timestamp()
+                lo, hi, latest, day = (
+                    self._span if now == self._span_now else self._set_span(now, agg)
+                )
+                volume = tick.volume
+                if (
+                    lo <= t < hi
+                    and t <= latest
+                    and entry[1] == day
+                    and type(volume) is int
+                    and volume >= 0
+                    and agg.raw_quotes.get(symbol) is entry[0]
+                ):
+                    price = tick.price
+                    kind = type(price)
+                    if kind is int:
+                        won = price
+                    elif kind is Decimal and price.is_finite():
+                        won = int(price)
+                        if won != price:
+                            won = 0
+                    else:
+                        won = 0
+                    if entry[2] <= won <= entry[3]:
+                        for end, size in entry[4]:
+                            if won < end:
+                                if not won % size:
+                                    return t, won, volume, REGULAR, int(t)
+                                break
+        return self._check(tick, now, agg)
+
+    def _check(self, tick, now: float, agg: CandleAggregator):
         symbol = tick.symbol
         info = self.symbols.get(symbol)
         if info is None:
@@ -207,6 +278,14 @@ class TickValidator:
                     f"(previous close {quote.prev_close}).",
                 )
                 return None
+            if kind == REGULAR:
+                self._fast[symbol] = (
+                    quote,
+                    day,
+                    limits[0],
+                    limits[1],
+                    self._grid_segments(limits[0], limits[1], info.instrument),
+                )
         else:
             self.band_unchecked += 1
             if (symbol, day) not in self._band_noted:
