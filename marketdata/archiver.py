@@ -46,8 +46,10 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import psycopg
 import redis
@@ -59,12 +61,13 @@ from marketdata.copy import (
     UpsertResult,
     candle_problem,
     candles_copy_upsert_lines,
-    connect,
+    candles_copy_upsert_text,
     csv_line,
 )
 from marketdata.keys import ARCHIVER_GROUP, CANDLE_STREAM
 from marketdata.models import Interval
 from marketdata.types import Candle
+from qbsite.db import connect
 from qbsite.fields import SYMBOL_REGEX
 
 # Invalid candles, with the reason: the original fields plus "reason", "id" (the entry id in
@@ -72,6 +75,7 @@ from qbsite.fields import SYMBOL_REGEX
 DEAD_STREAM = "stream:candles:dead"
 
 EXIT_AFTER_COMMIT_ENV = "QB_ARCHIVER_EXIT_AFTER_COMMIT"
+EXIT_AFTER_PREFETCH_ENV = "QB_ARCHIVER_EXIT_AFTER_PREFETCH"
 
 log = logging.getLogger("qb.archiver")
 
@@ -85,6 +89,47 @@ _USUAL_CANDLE = re.compile(
     rb'\{"timestamp":"([0-9T:.+\-Z]{16,32})","open":(\d{1,12}),"high":(\d{1,12}),'
     rb'"low":(\d{1,12}),"close":(\d{1,12}),"volume":(\d{1,18}),"interval":"(\w{1,3})"\}'
 )
+
+
+# The batch path: a whole batch of entries exactly as the collector writes them ({"c": JSON
+# in Candle.to_json's key order with whole-won prices, "s": symbol}) is checked by one regex
+# pass and turned into COPY csv text by a few bytes.replace, with no Python work per entry.
+# The order of the JSON's values is the COPY's column order.
+_BATCH_COLUMNS = ("symbol", "time", "open", "high", "low", "close", "volume", "interval")
+_WON = rb"[1-9]\d{0,11}"  # > 0 and fits numeric(14, 2)
+_BATCH_LINE = re.compile(
+    rb"^"
+    + SYMBOL_REGEX.removeprefix("^").removesuffix("$").encode()
+    + rb',\{"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ","open":'
+    + _WON
+    + rb',"high":'
+    + _WON
+    + rb',"low":'
+    + _WON
+    + rb',"close":'
+    + _WON
+    + rb',"volume":\d{1,18},"interval":"(?:'
+    + b"|".join(re.escape(v.encode()) for v in sorted(Interval.values, key=len, reverse=True))
+    + rb')"\}$',
+    re.MULTILINE,
+)
+_BATCH_STAMPS = re.compile(rb'"timestamp":"([^"]*)"')
+_JSON_TO_CSV = (
+    (b',{"timestamp":"', b","),
+    (b'","open":', b","),
+    (b',"high":', b","),
+    (b',"low":', b","),
+    (b',"close":', b","),
+    (b',"volume":', b","),
+    (b',"interval":"', b","),
+    (b'"}', b""),
+)
+_STREAM_ARG = b"$%d\r\n%s\r\n" % (len(CANDLE_STREAM), CANDLE_STREAM.encode())
+_GROUP_ARG = b"$%d\r\n%s\r\n" % (len(ARCHIVER_GROUP), ARCHIVER_GROUP.encode())
+_ENTRY_ID = itemgetter(0)
+_ENTRY_FIELDS = itemgetter(1)
+_FIELD_NAMES = itemgetter(0, 2)
+_SYMBOL_AND_CANDLE = itemgetter(3, 1)
 
 
 def _pairs(flat: list) -> dict:
@@ -143,6 +188,13 @@ class RoundOutcome:
 
 
 @dataclass
+class _Batch:
+    raw: list  # [[id, [field, value, ...] or None], ...] as Redis sends them
+    source: str  # "pending" (ours, re-read), "claimed" (a dead consumer's), "new"
+    text: bytes | None = None  # the whole batch as COPY csv (_BATCH_COLUMNS): the batch path
+
+
+@dataclass
 class _Entry:
     id: bytes
     fields: list | None  # [field, value, ...] as Redis sends them; None: entry deleted
@@ -176,6 +228,7 @@ class Archiver:
         claim_idle_ms: int | None = None,
         max_backoff: float | None = None,
         check_tick: bool | None = None,
+        overlap: bool | None = None,
     ) -> None:
         self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 5000)
         self.block_ms = (
@@ -196,6 +249,9 @@ class Archiver:
             if check_tick is not None
             else getattr(settings, "ARCHIVER_CHECK_TICK", False)
         )
+        self.overlap = (
+            overlap if overlap is not None else getattr(settings, "ARCHIVER_OVERLAP", True)
+        )
         self.dead_maxlen = getattr(settings, "ARCHIVER_DEAD_MAXLEN", 100_000)
         self.database_url = database_url or getattr(settings, "ARCHIVER_DATABASE_URL", None)
         self.consumer = consumer or consumer_name()
@@ -210,6 +266,12 @@ class Archiver:
         # Re-read our own pending entries first: at start (a previous round of this consumer
         # cannot exist, but the flag is cheap) and after any round that did not acknowledge.
         self._own_pending = True
+        # Where the next read of our own pending entries starts: after the last one read, so
+        # a batch in flight (written, not acknowledged yet) is never read twice.
+        self._pending_from: bytes | str = "0"
+        # The next batch of new entries, read while the current one is written (overlap).
+        self._prefetch: Future | None = None
+        self._reader: ThreadPoolExecutor | None = None
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._backoff = 0.0
@@ -223,20 +285,72 @@ class Archiver:
     # --- one round ----------------------------------------------------------------------
 
     def run_once(self) -> RoundOutcome:
-        """Read, upsert, commit, acknowledge one batch. Never raises for an outage."""
+        """Read, upsert, commit, acknowledge one batch. Never raises for an outage.
+
+        With `overlap`, while a full batch of new entries is written (COPY, commit, XACK) the
+        next one is already read and prepared in a reader thread: the read costs Redis and
+        this process CPU, the write costs PostgreSQL, and they run at the same time. The
+        entries read ahead are in this consumer's pending list, acknowledged only after the
+        commit of their own batch: a crash loses nothing (they are re-delivered or claimed),
+        and a failed round drops the batch read ahead and reads its pending list again."""
         outcome = RoundOutcome()
         try:
             if not self._group_ready:
                 ensure_group(self.redis)
                 self._group_ready = True
-            entries = self._fetch()
+            batch = self._next_batch()
         except redis.RedisError as exc:
             return self._failed("redis", exc, outcome)
         self._recovered("redis")
-        outcome.read = len(entries)
-        if not entries:
+        outcome.read = len(batch.raw)
+        if not batch.raw:
             self._refresh_gauges()
             return outcome
+        if (
+            self.overlap
+            and batch.source == "new"
+            and len(batch.raw) >= self.batch_size
+            # A claim of dead consumers' entries is due: the next round's read does it.
+            and time.monotonic() < self._next_claim
+        ):
+            self._prefetch = self._reader_pool().submit(self._read_new)
+            if os.environ.get(EXIT_AFTER_PREFETCH_ENV) == "1":
+                self._prefetch.result()
+                os._exit(9)  # the overlap test's kill point: N+1 read, N not committed
+        if batch.text is not None:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    result = candles_copy_upsert_text(
+                        conn,
+                        batch.text,
+                        len(batch.raw),
+                        columns=_BATCH_COLUMNS,
+                        on_conflict="nothing",
+                    )
+            except (psycopg.DataError, psycopg.IntegrityError):
+                # A row breaks a rule only the database checks (an impossible date, high <
+                # low): the entry by entry path below finds it and says why.
+                result = None
+            except (psycopg.Error, OSError) as exc:
+                return self._failed("postgresql", exc, outcome)
+            if result is not None:
+                self._recovered("postgresql")
+                if os.environ.get(EXIT_AFTER_COMMIT_ENV) == "1":
+                    self._exit_after_commit()
+                outcome.archived = result.inserted
+                outcome.already_stored = result.unchanged + result.repeated
+                try:
+                    self._ack(list(map(_ENTRY_ID, batch.raw)))
+                except redis.RedisError as exc:
+                    return self._failed("redis", exc, outcome)
+                outcome.acked = len(batch.raw)
+                return self._done(outcome)
+        return self._entry_by_entry(batch.raw, outcome)
+
+    def _entry_by_entry(self, raw: list, outcome: RoundOutcome) -> RoundOutcome:
+        """The batch checked and written entry by entry (anything the batch path refused)."""
+        entries = [_Entry(entry_id, fields or None) for entry_id, fields in raw]
         latest = datetime.now(UTC) + FUTURE_SLACK
         for entry in entries:
             self._parse(entry, latest)
@@ -258,7 +372,7 @@ class Archiver:
                 return self._failed("postgresql", exc, outcome)
             self._recovered("postgresql")
             if os.environ.get(EXIT_AFTER_COMMIT_ENV) == "1":
-                os._exit(9)  # the crash test's kill point: committed, not acknowledged
+                self._exit_after_commit()
             if refused:
                 # The database refused rows that passed candle_problem (a rule it lacks).
                 try:
@@ -276,6 +390,9 @@ class Archiver:
                 # Committed but not acknowledged: re-read next round, found stored, acknowledged.
                 return self._failed("redis", exc, outcome)
             outcome.acked += len(good)
+        return self._done(outcome)
+
+    def _done(self, outcome: RoundOutcome) -> RoundOutcome:
         self._backoff = 0.0
         with self._lock:
             totals = self._totals
@@ -285,12 +402,41 @@ class Archiver:
             totals.rounds += 1
         return outcome
 
-    def _fetch(self) -> list[_Entry]:
+    def _exit_after_commit(self) -> None:
+        # The crash test's kill point: committed, not acknowledged. A batch being read ahead
+        # is let finish first, so what the dead process leaves pending does not depend on
+        # thread timing.
+        if self._prefetch is not None:
+            with contextlib.suppress(Exception):
+                self._prefetch.result()
+        os._exit(9)
+
+    def _next_batch(self) -> _Batch:
+        future, self._prefetch = self._prefetch, None
+        if future is not None:
+            return future.result()
+        return self._fetch()
+
+    def _drop_prefetch(self) -> None:
+        """Forget the batch read ahead (it stays in our pending list, read again from there)."""
+        future, self._prefetch = self._prefetch, None
+        if future is not None:
+            with contextlib.suppress(Exception):
+                future.result()
+
+    def _reader_pool(self) -> ThreadPoolExecutor:
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qb-archiver-read")
+        return self._reader
+
+    def _fetch(self) -> _Batch:
         if self._own_pending:
-            entries = self._read("0", block=None)
-            if entries:
-                return entries
+            raw = self._read(self._pending_from, block=None)
+            if raw:
+                self._pending_from = raw[-1][0]
+                return self._batch(raw, "pending")
             self._own_pending = False
+            self._pending_from = "0"
         if time.monotonic() >= self._next_claim:
             cursor, claimed, *_ = self.redis.xautoclaim(
                 CANDLE_STREAM,
@@ -305,14 +451,47 @@ class Archiver:
             if cursor == "0-0":  # scanned the whole pending list: look again later
                 self._next_claim = time.monotonic() + min(self.claim_idle_ms / 2000, 5.0)
             if claimed:
-                return [
-                    _Entry(entry_id, [x for pair in fields.items() for x in pair] or None)
+                raw = [
+                    [entry_id, [x for pair in fields.items() for x in pair] or None]
                     for entry_id, fields in claimed
                 ]
-        # BLOCK 0 would wait forever: 0 here means "do not wait".
-        return self._read(">", block=self.block_ms or None)
+                return self._batch(raw, "claimed")
+        return self._read_new()
 
-    def _read(self, start: str, *, block: int | None) -> list[_Entry]:
+    def _read_new(self) -> _Batch:
+        # BLOCK 0 would wait forever: 0 here means "do not wait".
+        return self._batch(self._read(">", block=self.block_ms or None), "new")
+
+    def _batch(self, raw: list, source: str) -> _Batch:
+        return _Batch(raw, source, self._batch_text(raw) if raw else None)
+
+    def _batch_text(self, raw: list) -> bytes | None:
+        """The batch as COPY csv text if every entry is a usual candle as the collector writes
+        it, else None (the entry by entry path). What passes here passes candle_problem, but
+        for the rules PostgreSQL checks itself (a real calendar date, low <= open, close <=
+        high): a batch it refuses is written again entry by entry, which names the row."""
+        if self.check_tick:
+            return None
+        try:
+            flats = list(map(_ENTRY_FIELDS, raw))
+            if set(map(len, flats)) != {4} or set(map(_FIELD_NAMES, flats)) != {(b"c", b"s")}:
+                return None
+            text = b"\n".join(map(b",".join, map(_SYMBOL_AND_CANDLE, flats)))
+        except TypeError:  # a deleted entry (no fields), or str values
+            return None
+        # Every line matched once and no value holds a newline: the text has the batch's shape.
+        rest, matched = _BATCH_LINE.subn(b"", text)
+        if matched != len(raw) or rest != b"\n" * (len(raw) - 1):
+            return None
+        # Fixed-width UTC stamps: the text order is the time order.
+        latest = (datetime.now(UTC) + FUTURE_SLACK).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+        if max(_BATCH_STAMPS.findall(text)) > latest:
+            return None
+        for json_part, csv_part in _JSON_TO_CSV:
+            text = text.replace(json_part, csv_part)
+        return text + b"\n"
+
+    def _read(self, start: str | bytes, *, block: int | None) -> list:
         command = ["XREADGROUP", "GROUP", ARCHIVER_GROUP, self.consumer]
         command += ["COUNT", self.batch_size]
         if block is not None:
@@ -327,9 +506,8 @@ class Archiver:
         if not answer:
             return []
         # RESP2 gives [[stream, entries]], RESP3 {stream: entries}.
-        entries = answer[0][1] if isinstance(answer, list) else next(iter(answer.values()))
-        # A deleted entry still pending comes back with no fields (nil).
-        return [_Entry(entry_id, fields or None) for entry_id, fields in entries]
+        # [[id, [field, value, ...]], ...]; a deleted entry still pending has no fields (nil).
+        return answer[0][1] if isinstance(answer, list) else next(iter(answer.values()))
 
     def _raw_command(self, command: list):
         """The reply as the C parser gives it (flat field lists), without redis-py's per-entry
@@ -477,13 +655,39 @@ class Archiver:
             )
 
     def _ack(self, ids: list[bytes]) -> None:
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(CANDLE_STREAM, ARCHIVER_GROUP, *ids)
-            pipe.xdel(CANDLE_STREAM, *ids)
-            pipe.xlen(CANDLE_STREAM)
-            pipe.xpending(CANDLE_STREAM, ARCHIVER_GROUP)
-            *_, length, pending = pipe.execute()
-        self._set_gauges(length, pending)
+        """XACK + XDEL of `ids` in one MULTI, and the gauges. The command is packed here: with
+        thousands of ids, redis-py's per-argument packing cost more than Redis's work."""
+        args = b"".join(map(b"$%d\r\n%s\r\n".__mod__, zip(map(len, ids), ids, strict=True)))
+        count = len(ids)
+        packed = b"".join(
+            [
+                b"*1\r\n$5\r\nMULTI\r\n",
+                b"*%d\r\n$4\r\nXACK\r\n%s%s" % (count + 3, _STREAM_ARG, _GROUP_ARG),
+                args,
+                b"*%d\r\n$4\r\nXDEL\r\n%s" % (count + 2, _STREAM_ARG),
+                args,
+                b"*2\r\n$4\r\nXLEN\r\n%s" % _STREAM_ARG,
+                b"*3\r\n$8\r\nXPENDING\r\n%s%s" % (_STREAM_ARG, _GROUP_ARG),
+                b"*1\r\n$4\r\nEXEC\r\n",
+            ]
+        )
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([packed])
+            for _ in range(5):  # OK for MULTI, QUEUED for each command
+                conn.read_response()
+            replies = conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        for reply in replies:
+            if isinstance(reply, Exception):  # a command that failed inside EXEC
+                raise reply
+        *_, length, pending = replies
+        self._set_gauges(length, {"pending": pending[0]})
 
     def _refresh_gauges(self) -> None:
         try:
@@ -505,7 +709,9 @@ class Archiver:
     def _failed(self, what: str, exc: BaseException, outcome: RoundOutcome) -> RoundOutcome:
         if what == "postgresql":
             self._disconnect()
+        self._drop_prefetch()
         self._own_pending = True  # what we were given is still ours: read it again
+        self._pending_from = "0"
         self._backoff = min(self.max_backoff, self._backoff * 2 or 0.5)
         message = f"{what}: {_describe(exc)}"
         with self._lock:
@@ -574,6 +780,12 @@ class Archiver:
                 return
 
     def close(self) -> None:
+        # A batch read ahead and not written stays pending under this consumer: another
+        # archiver claims it after claim_idle_ms, as after a crash.
+        self._drop_prefetch()
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+            self._reader = None
         self._disconnect()
         self.redis.close()
 
