@@ -158,13 +158,39 @@ def candles_copy_upsert_lines(
     backfill's fast path hands over the file's own lines without re-formatting them."""
     if on_conflict not in ("nothing", "update"):
         raise ValueError(f"on_conflict must be 'nothing' or 'update', not {on_conflict!r}")
-    result = UpsertResult()
     if not lines:
-        return result
+        return UpsertResult()
     values = list(lines.values())
     text = (b"" if isinstance(values[0], bytes) else "").join(values)
     with conn.cursor() as cur:
-        if not _any_stored(cur, lines.keys()):
+        none_stored = not _any_stored(cur, lines.keys())
+    return candles_copy_upsert_text(
+        conn, text, len(lines), columns=columns, on_conflict=on_conflict, try_direct=none_stored
+    )
+
+
+def candles_copy_upsert_text(
+    conn: psycopg.Connection,
+    text: str | bytes,
+    size: int,
+    *,
+    columns: tuple[str, ...] | list[str],
+    on_conflict: str,
+    try_direct: bool = True,
+) -> UpsertResult:
+    """The upsert of `size` checked candles already joined into one COPY csv text, without
+    the probe: the direct COPY is tried first (with try_direct) and a unique violation sends
+    the batch through the temporary table. For a caller whose batches almost never meet a
+    stored key (the archiver: only a re-delivery after a crash does), the probe's per-row
+    work costs more than the rare failed COPY. Keys repeated inside `text` are counted as
+    `unchanged` (the temporary table's ON CONFLICT sees them as stored)."""
+    if on_conflict not in ("nothing", "update"):
+        raise ValueError(f"on_conflict must be 'nothing' or 'update', not {on_conflict!r}")
+    result = UpsertResult()
+    if not size:
+        return result
+    with conn.cursor() as cur:
+        if try_direct:
             savepoint = f"qb_copy_{next(_savepoints)}"
             cur.execute(f"SAVEPOINT {savepoint}")
             try:
@@ -177,15 +203,15 @@ def candles_copy_upsert_lines(
                     raise exc from None
                 if not isinstance(exc, errors.UniqueViolation):
                     raise
-                # Someone stored one of these keys since the probe: take the slow path.
+                # A key is stored already (written since the probe, or no probe): slow path.
             else:
                 cur.execute(f"RELEASE SAVEPOINT {savepoint}")
-                result.inserted = len(lines)
+                result.inserted = size
                 return result
         savepoint = f"qb_copy_{next(_savepoints)}"
         cur.execute(f"SAVEPOINT {savepoint}")
         try:
-            _upsert_through_temp(cur, columns, text, len(lines), on_conflict, result)
+            _upsert_through_temp(cur, columns, text, size, on_conflict, result)
         except psycopg.Error as exc:
             try:
                 cur.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
