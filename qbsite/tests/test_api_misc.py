@@ -150,7 +150,7 @@ def test_user_over_the_rate_gets_429(low_rates, trader, client_user, api_client_
     assert int(refused["Retry-After"]) > 0
     # Counted per user, in Redis through the cache.
     assert api_client_for(client_user).get("/api/v1/stocks/").status_code == 200
-    assert low_rates.exists(f"cache:1:throttle_user_{trader.pk}")
+    assert low_rates.exists(f"throttle:user:{trader.pk}")
 
 
 def test_token_endpoint_is_throttled_against_password_guessing(low_rates, trader):
