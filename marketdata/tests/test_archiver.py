@@ -21,7 +21,12 @@ import pytest
 from django.conf import settings
 from psycopg.conninfo import make_conninfo
 
-from marketdata.archiver import DEAD_STREAM, EXIT_AFTER_COMMIT_ENV, Archiver
+from marketdata.archiver import (
+    DEAD_STREAM,
+    EXIT_AFTER_COMMIT_ENV,
+    EXIT_AFTER_PREFETCH_ENV,
+    Archiver,
+)
 from marketdata.engines.archiver import ArchiverEngine
 from marketdata.keys import ARCHIVER_GROUP, CANDLE_STREAM
 from marketdata.models import MarketData
@@ -149,6 +154,7 @@ def test_a_resent_candle_is_not_stored_twice_and_does_not_overwrite(redis_client
 def run_child(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     child_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "qbsite.settings_test"}
     child_env.pop(EXIT_AFTER_COMMIT_ENV, None)
+    child_env.pop(EXIT_AFTER_PREFETCH_ENV, None)
     child_env.update(env or {})
     return subprocess.run(
         [
@@ -188,6 +194,53 @@ def test_killed_between_commit_and_ack_the_restart_leaves_each_candle_exactly_on
 
     assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
     assert MarketData.objects.count() == 250
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+
+
+def test_killed_after_reading_ahead_before_the_commit_nothing_is_lost_or_doubled(redis_client):
+    candles = [candle(i) for i in range(250)]
+    push(redis_client, candles)
+
+    # Killed once batch 2 was read ahead (the overlap) and batch 1 not committed yet.
+    killed = run_child("--batch-size", "100", env={EXIT_AFTER_PREFETCH_ENV: "1"})
+    assert killed.returncode == 9, killed.stderr
+    assert MarketData.objects.count() == 0
+    assert redis_client.xlen(CANDLE_STREAM) == 250
+    assert pending(redis_client) == 200  # both batches delivered, neither acknowledged
+
+    restarted = run_child("--batch-size", "100", "--claim-idle-ms", "0", "--until-empty")
+    assert restarted.returncode == 0, restarted.stderr
+
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+    assert MarketData.objects.count() == 250
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+
+
+def test_a_failed_write_drops_the_batch_read_ahead_and_reads_it_again(redis_client, make_archiver):
+    candles = [candle(i) for i in range(25)]
+    push(redis_client, candles)
+    archiver = make_archiver(
+        database_url=db_url(host="127.0.0.1", port=str(closed_port())),
+        batch_size=10,
+        max_backoff=0.05,
+    )
+
+    first = archiver.run_once()  # batch 1 read, batch 2 read ahead, the write fails
+
+    assert first.retry_after and first.acked == 0
+    assert pending(redis_client) == 20
+    archiver.database_url = db_url()
+    outcomes = []
+    while (outcome := archiver.run_once()).read:
+        outcomes.append(outcome)
+
+    # Each entry written once: re-read from the pending list in order, then the rest.
+    assert [o.read for o in outcomes] == [10, 10, 5]
+    assert sum(o.archived for o in outcomes) == 25
+    assert sum(o.already_stored for o in outcomes) == 0
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
     assert redis_client.xlen(CANDLE_STREAM) == 0
     assert pending(redis_client) == 0
 
