@@ -127,6 +127,11 @@ class TickValidator:
         self.symbols = dict(load_symbols() if symbols is None else symbols)
         self._fast.clear()
 
+    def span(self, now: float, agg: CandleAggregator) -> tuple:
+        """(regular open, regular close, latest accepted time, KST day) for the feed clock
+        `now` (epoch): the fast path's window; (0, 0, 0.0, -1) when there is none."""
+        return self._span if now == self._span_now else self._set_span(now, agg)
+
     def _set_span(self, now: float, agg: CandleAggregator) -> tuple:
         day = kst_day(now)
         b = agg.sessions.bounds(day)

@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import redis.asyncio
 from asgiref.sync import sync_to_async
@@ -37,7 +38,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from marketdata import buffer, krx
-from marketdata.aggregation import CandleAggregator, DayQuote, configured_intervals, kst_day
+from marketdata.aggregation import (
+    REGULAR,
+    CandleAggregator,
+    DayQuote,
+    configured_intervals,
+    kst_day,
+)
 from marketdata.keys import CANDLE_STREAM, candles_key, market_stream_group, quote_key
 from marketdata.types import Candle
 from marketdata.validation import TickValidator, load_symbols
@@ -135,26 +142,87 @@ def _epoch(now) -> float:
 def prepare(batch, *, state: CollectorState, now) -> CollectResult:
     """Validate + aggregate + advance to `now`; the Redis writes encoded, not sent."""
     now_s = _epoch(now)
-    agg, check, add = state.aggregator, state.validator.check, state.aggregator.add
+    validator, agg = state.validator, state.aggregator
+    check, add = validator.check, agg.add
     result = CollectResult()
     closed = result.closed
-    accepted = 0
-    last = state.last_tick
+    accepted = rejected = 0
+    last = state.last_tick if state.last_tick is not None else float("-inf")
+    # The two fast paths (TickValidator.check, CandleAggregator.add) inlined: a regular print
+    # of a symbol whose limits/grid are cached and whose bars are all open on its second is
+    # folded into the symbol's accumulator here. Anything else takes check() then add().
+    fast, accs, quotes, touched = validator._fast, agg._acc, agg.raw_quotes, agg._touched_quotes
+    lo, hi, latest, span_day = validator.span(now_s, agg)
+    utc, decimal = dt.UTC, Decimal
     for tick in batch:
+        symbol = tick.symbol
+        entry = fast.get(symbol)
+        if entry is not None and entry[1] == span_day:
+            moment = tick.time
+            if moment.tzinfo is utc:
+                t = moment.timestamp()
+                volume = tick.volume
+                if (
+                    lo <= t < hi
+                    and t <= latest
+                    and type(volume) is int
+                    and volume >= 0
+                    and quotes.get(symbol) is entry[0]
+                ):
+                    price = tick.price
+                    kind = type(price)
+                    if kind is int:
+                        won = price
+                    elif kind is decimal and price.is_finite():
+                        won = int(price)
+                        if won != price:
+                            won = 0
+                    else:
+                        won = 0
+                    if entry[2] <= won <= entry[3]:
+                        for end, size in entry[4]:
+                            if won < end:
+                                if won % size:
+                                    won = 0
+                                break
+                        if won:
+                            accepted += 1
+                            if t > last:
+                                last = t
+                            second = int(t)
+                            acc = accs.get(symbol)
+                            if acc is not None and acc[0] <= second < acc[1]:
+                                touched[symbol] = None
+                                acc[2] += 1
+                                acc[3] += volume
+                                if won > acc[4]:
+                                    acc[4] = won
+                                if won < acc[5]:
+                                    acc[5] = won
+                                if t >= acc[7]:
+                                    acc[6] = won
+                                    acc[7] = t
+                            else:
+                                found = add(symbol, t, won, volume, REGULAR, second)
+                                if found:
+                                    closed.extend(found)
+                            continue
         good = check(tick, now_s, agg)
         if good is None:
-            result.rejected += 1
+            rejected += 1
             continue
-        t, price, volume, kind, second = good
-        found = add(tick.symbol, t, price, volume, kind, second)
+        t = good[0]
+        found = add(symbol, *good)
         if found:
             closed.extend(found)
         accepted += 1
-        if last is None or t > last:
+        if t > last:
             last = t
     state.accepted += accepted
-    state.last_tick = last
+    if last != float("-inf"):
+        state.last_tick = last
     result.accepted = accepted
+    result.rejected = rejected
     closed.extend(agg.advance(now_s))
     lists, quotes = agg.drain()
     result.write = write = buffer.build(lists, quotes)
