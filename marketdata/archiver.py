@@ -271,7 +271,9 @@ class Archiver:
         self._pending_from: bytes | str = "0"
         # The next batch of new entries, read while the current one is written (overlap).
         self._prefetch: Future | None = None
-        self._reader: ThreadPoolExecutor | None = None
+        # The previous batch's XACK + XDEL, while this one is written (overlap, backlog only).
+        self._acking: Future | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
         self._backoff = 0.0
@@ -292,7 +294,10 @@ class Archiver:
         this process CPU, the write costs PostgreSQL, and they run at the same time. The
         entries read ahead are in this consumer's pending list, acknowledged only after the
         commit of their own batch: a crash loses nothing (they are re-delivered or claimed),
-        and a failed round drops the batch read ahead and reads its pending list again."""
+        and a failed round drops the batch read ahead and reads its pending list again. While
+        a batch is read ahead, the committed batch's XACK + XDEL also runs in a worker, during
+        the next batch's write (a failure shows in the next round, which reads the pending
+        list again and finds those candles stored)."""
         outcome = RoundOutcome()
         try:
             if not self._group_ready:
@@ -313,7 +318,7 @@ class Archiver:
             # A claim of dead consumers' entries is due: the next round's read does it.
             and time.monotonic() < self._next_claim
         ):
-            self._prefetch = self._reader_pool().submit(self._read_new)
+            self._prefetch = self._workers().submit(self._read_new)
             if os.environ.get(EXIT_AFTER_PREFETCH_ENV) == "1":
                 self._prefetch.result()
                 os._exit(9)  # the overlap test's kill point: N+1 read, N not committed
@@ -340,8 +345,15 @@ class Archiver:
                     self._exit_after_commit()
                 outcome.archived = result.inserted
                 outcome.already_stored = result.unchanged + result.repeated
+                ids = list(map(_ENTRY_ID, batch.raw))
                 try:
-                    self._ack(list(map(_ENTRY_ID, batch.raw)))
+                    self._settle_ack()
+                    if self._prefetch is not None:
+                        # Draining a backlog: the acknowledgement (Redis's work) runs while
+                        # the next batch is written; the next round waits for it.
+                        self._acking = self._workers().submit(self._ack, ids)
+                    else:
+                        self._ack(ids)
                 except redis.RedisError as exc:
                     return self._failed("redis", exc, outcome)
                 outcome.acked = len(batch.raw)
@@ -350,6 +362,10 @@ class Archiver:
 
     def _entry_by_entry(self, raw: list, outcome: RoundOutcome) -> RoundOutcome:
         """The batch checked and written entry by entry (anything the batch path refused)."""
+        try:
+            self._settle_ack()
+        except redis.RedisError as exc:
+            return self._failed("redis", exc, outcome)
         entries = [_Entry(entry_id, fields or None) for entry_id, fields in raw]
         latest = datetime.now(UTC) + FUTURE_SLACK
         for entry in entries:
@@ -417,17 +433,26 @@ class Archiver:
             return future.result()
         return self._fetch()
 
-    def _drop_prefetch(self) -> None:
-        """Forget the batch read ahead (it stays in our pending list, read again from there)."""
-        future, self._prefetch = self._prefetch, None
+    def _settle_ack(self) -> None:
+        """Wait for the previous round's acknowledgement; raises its Redis error."""
+        future, self._acking = self._acking, None
         if future is not None:
-            with contextlib.suppress(Exception):
-                future.result()
+            future.result()
 
-    def _reader_pool(self) -> ThreadPoolExecutor:
-        if self._reader is None:
-            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qb-archiver-read")
-        return self._reader
+    def _drop_prefetch(self) -> None:
+        """Forget the batch read ahead (it stays in our pending list, read again from there),
+        once it and any acknowledgement in flight are finished."""
+        for future in (self._prefetch, self._acking):
+            if future is not None:
+                with contextlib.suppress(Exception):
+                    future.result()
+        self._prefetch = self._acking = None
+
+    def _workers(self) -> ThreadPoolExecutor:
+        # Two: one read ahead and one acknowledgement in flight at most.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qb-archiver")
+        return self._pool
 
     def _fetch(self) -> _Batch:
         if self._own_pending:
@@ -783,9 +808,9 @@ class Archiver:
         # A batch read ahead and not written stays pending under this consumer: another
         # archiver claims it after claim_idle_ms, as after a crash.
         self._drop_prefetch()
-        if self._reader is not None:
-            self._reader.shutdown(wait=True)
-            self._reader = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self._disconnect()
         self.redis.close()
 
