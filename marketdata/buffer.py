@@ -113,6 +113,9 @@ class WriteBatch:
         return b"*%d\r\n" % len(parts) + body
 
 
+_LIST_KEYS: dict[tuple[str, str], str] = {}
+
+
 def build(
     list_writes: list[ListWrite], quotes: dict[str, DayQuote], *, cap: int | None = None
 ) -> WriteBatch:
@@ -128,19 +131,18 @@ def build(
     list_args: list[str] = []
     stream_args: list[str] = []
     nlists = 0
-    for write in list_writes:
-        interval = write.interval
+    list_keys = _LIST_KEYS
+    for symbol, interval, _, closed, bar in list_writes:
         head = ""
         pushes: list[str] = []
-        for bar in write.closed:
-            text = bar.json(interval)
-            if bar.written and not pushes and not head:
+        for done in closed:
+            text = done.json(interval)
+            if done.written and not pushes and not head:
                 head = text
             else:
                 pushes.append(text)
             stream_args.append(text)
-            stream_args.append(write.symbol)
-        bar = write.open
+            stream_args.append(symbol)
         if bar is not None:
             text = bar.json(interval)
             if bar.written and not pushes and not head:
@@ -150,10 +152,18 @@ def build(
             bar.written = True
         if not head and not pushes:
             continue
-        keys.append(candles_key(write.symbol, interval))
+        key = list_keys.get((symbol, interval))
+        if key is None:
+            if len(list_keys) > 100_000:
+                list_keys.clear()
+            key = list_keys[symbol, interval] = candles_key(symbol, interval)
+        keys.append(key)
         list_args.append(head)
-        list_args.append(str(len(pushes)))
-        list_args.extend(pushes)  # oldest first: LPUSH a b c leaves c at the head
+        if pushes:
+            list_args.append(str(len(pushes)))
+            list_args.extend(pushes)  # oldest first: LPUSH a b c leaves c at the head
+        else:
+            list_args.append("0")
         nlists += 1
     if not keys and not stream_args:
         return WriteBatch([], [], 0, 0)

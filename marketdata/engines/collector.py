@@ -112,8 +112,15 @@ class CollectResult:
     accepted: int = 0
     rejected: int = 0
     closed: list[Candle] = field(default_factory=list)
-    quotes: dict[str, dict] = field(default_factory=dict)  # symbol -> quote event fields
+    # symbol -> the market:{symbol} hash fields written; the event's quote is cut from them
+    # only when it is sent (the events are throttled: most quotes are never sent)
+    quote_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     write: buffer.WriteBatch | None = None
+
+    @property
+    def quotes(self) -> dict[str, dict]:
+        """symbol -> the quote of its market_data_received event."""
+        return {symbol: quote_event(fields) for symbol, fields in self.quote_fields.items()}
 
     def events(self) -> list[tuple[str, dict]]:
         """(event type, data) in order: closed candles, then one quote per touched symbol."""
@@ -129,6 +136,10 @@ class CollectResult:
             for symbol, quote in self.quotes.items()
         ]
         return out
+
+
+def quote_event(fields: dict[str, str]) -> dict[str, str]:
+    return {name: fields[name] for name in QUOTE_EVENT_FIELDS}
 
 
 def _epoch(now) -> float:
@@ -226,10 +237,7 @@ def prepare(batch, *, state: CollectorState, now) -> CollectResult:
     closed.extend(agg.advance(now_s))
     lists, quotes = agg.drain()
     result.write = write = buffer.build(lists, quotes)
-    result.quotes = {
-        symbol: {name: fields[name] for name in QUOTE_EVENT_FIELDS}
-        for symbol, fields in write.quote_fields.items()
-    }
+    result.quote_fields = write.quote_fields
     return result
 
 
@@ -346,7 +354,7 @@ class CollectorEngine(Engine):
         self.quote_interval = float(_setting("MARKET_EVENT_MIN_INTERVAL_MS", 250)) / 1000
         self.max_candle_events = int(_setting("COLLECTOR_EVENT_QUEUE_MAX", 100_000))
         self._sent_at: dict[str, float] = {}
-        self._pending: dict[str, dict] = {}  # symbol -> latest quote not sent yet
+        self._pending: dict[str, dict] = {}  # symbol -> latest quote fields not sent yet
         self._candles: collections.deque = collections.deque()  # closed candles to announce
         self._wake = asyncio.Event()
         self._closing = False
@@ -486,8 +494,8 @@ class CollectorEngine(Engine):
             self.candle_events_dropped += len(closed) - max(room, 0)
             closed = closed[: max(room, 0)]
         self._candles.extend(closed)
-        self._pending.update(result.quotes)
-        if closed or result.quotes:
+        self._pending.update(result.quote_fields)
+        if closed or result.quote_fields:
             self._wake.set()
 
     async def publish(self, result: CollectResult) -> None:
@@ -518,7 +526,7 @@ class CollectorEngine(Engine):
             events.append((EventType.CANDLE_CLOSED, data))
             updates.append((candle.symbol, "candle", data))
         for symbol in due:
-            data = {"symbol": symbol, "quote": pending.pop(symbol)}
+            data = {"symbol": symbol, "quote": quote_event(pending.pop(symbol))}
             sent_at[symbol] = now
             events.append((EventType.MARKET_DATA_RECEIVED, data))
             updates.append((symbol, "quote", data))
