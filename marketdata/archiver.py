@@ -91,16 +91,15 @@ _USUAL_CANDLE = re.compile(
 )
 
 
-# The batch path: a whole batch of entries exactly as the collector writes them ({"c": JSON
-# in Candle.to_json's key order with whole-won prices, "s": symbol}) is checked by one regex
-# pass and turned into COPY csv text by a few bytes.replace, with no Python work per entry.
-# The order of the JSON's values is the COPY's column order.
-_BATCH_COLUMNS = ("symbol", "time", "open", "high", "low", "close", "volume", "interval")
+# The batch path: a whole batch of entries exactly as the collector writes them (fields c =
+# JSON in Candle.to_json's key order with whole-won prices, then s = symbol) is joined as
+# "c,<json>,s,<symbol>" lines, checked by one regex pass and turned into COPY csv text by a
+# few bytes.replace, with no Python work per entry. The order of the values in those lines
+# is the COPY's column order.
+_BATCH_COLUMNS = ("time", "open", "high", "low", "close", "volume", "interval", "symbol")
 _WON = rb"[1-9]\d{0,11}"  # > 0 and fits numeric(14, 2)
 _BATCH_LINE = re.compile(
-    rb"^"
-    + SYMBOL_REGEX.removeprefix("^").removesuffix("$").encode()
-    + rb',\{"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ","open":'
+    rb'^c,\{"timestamp":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ","open":'
     + _WON
     + rb',"high":'
     + _WON
@@ -110,26 +109,27 @@ _BATCH_LINE = re.compile(
     + _WON
     + rb',"volume":\d{1,18},"interval":"(?:'
     + b"|".join(re.escape(v.encode()) for v in sorted(Interval.values, key=len, reverse=True))
-    + rb')"\}$',
+    + rb')"\},s,'
+    + SYMBOL_REGEX.removeprefix("^").removesuffix("$").encode()
+    + rb"$",
     re.MULTILINE,
 )
 _BATCH_STAMPS = re.compile(rb'"timestamp":"([^"]*)"')
 _JSON_TO_CSV = (
-    (b',{"timestamp":"', b","),
+    (b'c,{"timestamp":"', b""),
     (b'","open":', b","),
     (b',"high":', b","),
     (b',"low":', b","),
     (b',"close":', b","),
     (b',"volume":', b","),
     (b',"interval":"', b","),
-    (b'"}', b""),
+    (b'"},s,', b","),
 )
 _STREAM_ARG = b"$%d\r\n%s\r\n" % (len(CANDLE_STREAM), CANDLE_STREAM.encode())
 _GROUP_ARG = b"$%d\r\n%s\r\n" % (len(ARCHIVER_GROUP), ARCHIVER_GROUP.encode())
 _ENTRY_ID = itemgetter(0)
 _ENTRY_FIELDS = itemgetter(1)
 _FIELD_NAMES = itemgetter(0, 2)
-_SYMBOL_AND_CANDLE = itemgetter(3, 1)
 
 
 def _pairs(flat: list) -> dict:
@@ -499,12 +499,14 @@ class Archiver:
             return None
         try:
             flats = list(map(_ENTRY_FIELDS, raw))
+            # Exactly the fields c and s in this order (a value holding a comma must not pass
+            # for a field boundary in the joined line).
             if set(map(len, flats)) != {4} or set(map(_FIELD_NAMES, flats)) != {(b"c", b"s")}:
                 return None
-            text = b"\n".join(map(b",".join, map(_SYMBOL_AND_CANDLE, flats)))
+            text = b"\n".join(map(b",".join, flats))
         except TypeError:  # a deleted entry (no fields), or str values
             return None
-        # Every line matched once and no value holds a newline: the text has the batch's shape.
+        # Every line matched once and no value holds a newline: each entry is a usual candle.
         rest, matched = _BATCH_LINE.subn(b"", text)
         if matched != len(raw) or rest != b"\n" * (len(raw) - 1):
             return None
