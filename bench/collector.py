@@ -10,6 +10,12 @@ to --max-batch, writes overlapped with the next batch's preparation), events off
 background publisher: candle_closed + throttled market_data_received via apublish_many and the
 market.update group sends; events sent per second printed), the ratio to
 `redis-benchmark -P 16 -t hset -n 1000000 -q` run in the same script, and the process RSS.
+Each figure also gives the CPU seconds used: this process (time.process_time) and the Redis
+server (INFO cpu, used_cpu_user + used_cpu_sys), as ticks per CPU second; on a shared machine
+the wall-clock rate depends on the other load, the CPU cost per tick much less.
+The pre-generated ticks are moved out of the garbage collector's reach (gc.freeze()): they are
+the bench's input, not the collector's state, and would otherwise make every full collection
+walk 200,000 objects the collector does not own.
 Writes only to the Redis database --db (flushed before and after).
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import os
 import re
 import shutil
@@ -97,6 +104,18 @@ def main() -> int:
         f"(simulated {ticks[0].time:%H:%M:%S}-{ticks[-1].time:%H:%M:%S} UTC)"
     )
     batches = [ticks[i : i + args.batch] for i in range(0, len(ticks), args.batch)]
+    gc.collect()
+    gc.freeze()
+
+    def redis_cpu() -> float:
+        info = client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def cpu_note(n: int, ours: float, theirs: float) -> str:
+        return (
+            f"CPU: collector {ours:.2f} s ({n / ours:,.0f} ticks/CPU-s), "
+            f"redis-server {theirs:.2f} s ({n / theirs:,.0f} ticks/CPU-s)"
+        )
 
     def fresh_state():
         state = CollectorState.create({s: SymbolInfo("stock", "KOSPI") for s in symbols})
@@ -110,15 +129,17 @@ def main() -> int:
     # 1. collect() only.
     state = fresh_state()
     collect(batches[0], state=state, redis=client, now=batches[0][-1].time)
-    t0 = time.perf_counter()
+    t0, c0, r0 = time.perf_counter(), time.process_time(), redis_cpu()
     for batch in batches[1:]:
         collect(batch, state=state, redis=client, now=batch[-1].time)
     elapsed = time.perf_counter() - t0
+    ours, theirs = time.process_time() - c0, redis_cpu() - r0
     n = sum(len(b) for b in batches[1:])
     plain = n / elapsed
     print(
         f"collect(): {plain:,.0f} ticks/s ({n:,} ticks, batches of {args.batch}, {elapsed:.2f} s; "
-        f"{state.aggregator.candles_closed:,} candles closed, rejected {state.validator.rejected})"
+        f"{state.aggregator.candles_closed:,} candles closed, "
+        f"rejected {state.validator.rejected}); " + cpu_note(n, ours, theirs)
     )
 
     # 2. The engine's own loop (group commit, overlapped writes, background event publisher)
@@ -151,9 +172,10 @@ def main() -> int:
         engine.redis = redis.asyncio.Redis.from_url(url)
         if not events_on:
             engine.offer = lambda result: None
-        t0 = time.monotonic()
+        t0, c0, r0 = time.monotonic(), time.process_time(), redis_cpu()
         await engine.loop()  # returns once every tick is written and its events sent
         elapsed = time.monotonic() - t0
+        engine.cpu = (time.process_time() - c0, redis_cpu() - r0)
         await engine.redis.aclose()
         return engine.written_at - t0, elapsed, engine
 
@@ -164,7 +186,8 @@ def main() -> int:
     looped = len(ticks) / elapsed
     print(
         f"engine loop, events off: {looped:,.0f} ticks/s ({len(ticks):,} ticks, "
-        f"{engine.batches_written} batches of <= {args.max_batch:,}, {elapsed:.2f} s)"
+        f"{engine.batches_written} batches of <= {args.max_batch:,}, {elapsed:.2f} s); "
+        + cpu_note(len(ticks), *engine.cpu)
     )
     client.flushdb()
     elapsed, total, engine = asyncio.run(engine_run(True))
@@ -174,7 +197,9 @@ def main() -> int:
         f"{engine.events_published:,} events sent in {total:.2f} s "
         f"({engine.events_published / total:,.0f}/s, incl. the final flush of held quotes), "
         f"candle events dropped {engine.candle_events_dropped}, MARKET_EVENT_MIN_INTERVAL_MS="
-        f"{getattr(settings, 'MARKET_EVENT_MIN_INTERVAL_MS', 250)}"
+        f"{getattr(settings, 'MARKET_EVENT_MIN_INTERVAL_MS', 250)}; "
+        + cpu_note(len(ticks), *engine.cpu)
+        + " (to the end of the event flush)"
     )
 
     rss = psutil.Process().memory_info().rss / 1e6

@@ -80,40 +80,56 @@ def max_candles() -> int:
 
 
 class WriteBatch:
-    """One round trip's worth of writes, already encoded (RESP) for EVALSHA."""
+    """One round trip's worth of writes, already encoded (RESP) for EVALSHA: build() writes
+    each argument as a RESP bulk string as it goes, so sending is one join."""
 
     __slots__ = (
-        "commands",
-        "keys",
+        "body",
         "list_writes",
-        "payload_args",
+        "nargs",
+        "nkeys",
         "quote_fields",
         "stream_entries",
     )
 
-    def __init__(self, keys: list[str], args: list[str], stream_entries: int, list_writes: int):
+    def __init__(self, body: list[str], nkeys: int, nargs: int, stream_entries: int, lists: int):
         # symbol -> the hash fields written (computed once; the quote events reuse them)
         self.quote_fields: dict[str, dict[str, str]] = {}
-        self.keys = keys
-        self.payload_args = args
+        self.body = body  # RESP bulk strings: the keys, then the arguments
+        self.nkeys = nkeys
+        self.nargs = nargs  # bulk strings in body
         self.stream_entries = stream_entries
-        self.list_writes = list_writes
+        self.list_writes = lists
 
     @property
     def empty(self) -> bool:
-        return not self.keys
+        return not self.nkeys
 
     def packed(self, command: str, first: str) -> bytes:
-        parts = [command, first, str(len(self.keys)), *self.keys, *self.payload_args]
-        try:
-            body = "".join([f"${len(p)}\r\n{p}\r\n" for p in parts]).encode("ascii")
-        except UnicodeEncodeError:  # a non-ASCII symbol: lengths must be in bytes
-            encoded = [p.encode() for p in parts]
-            body = b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
-        return b"*%d\r\n" % len(parts) + body
+        nkeys = str(self.nkeys)
+        head = (
+            f"*{self.nargs + 3}\r\n${len(command)}\r\n{command}\r\n${len(first)}\r\n{first}\r\n"
+            f"${len(nkeys)}\r\n{nkeys}\r\n"
+        )
+        return (head + "".join(self.body)).encode()
 
 
-_LIST_KEYS: dict[tuple[str, str], str] = {}
+def _bulk(text: str) -> str:
+    """A RESP bulk string (length in bytes: a symbol may be non-ASCII)."""
+    size = len(text) if text.isascii() else len(text.encode())
+    return f"${size}\r\n{text}\r\n"
+
+
+_LIST_KEYS: dict[tuple[str, str], str] = {}  # (symbol, interval) -> RESP of the list key
+_QUOTE_KEYS: dict[str, str] = {}  # symbol -> RESP of the hash key
+_SYMBOLS: dict[str, str] = {}  # symbol -> RESP of the symbol (stream field "s")
+
+
+def _cached(cache: dict, key, text: str) -> str:
+    if len(cache) > 100_000:
+        cache.clear()
+    found = cache[key] = _bulk(text)
+    return found
 
 
 def build(
@@ -124,27 +140,38 @@ def build(
     keys: list[str] = []
     quote_args: list[str] = []
     quote_fields: dict[str, dict[str, str]] = {}
+    quote_keys = _QUOTE_KEYS
     for symbol, quote in quotes.items():
-        keys.append(quote_key(symbol))
+        key = quote_keys.get(symbol)
+        if key is None:
+            key = _cached(quote_keys, symbol, quote_key(symbol))
+        keys.append(key)
         fields = quote_fields[symbol] = quote.fields()
-        quote_args.extend(fields.values())
+        # The field values are ASCII (digits, sign, point, ISO time): length = bytes.
+        quote_args.append("".join([f"${len(v)}\r\n{v}\r\n" for v in fields.values()]))
     list_args: list[str] = []
     stream_args: list[str] = []
-    nlists = 0
-    list_keys = _LIST_KEYS
+    nlists = npushes = nstream = 0
+    list_keys, symbols = _LIST_KEYS, _SYMBOLS
     for symbol, interval, _, closed, bar in list_writes:
         head = ""
         pushes: list[str] = []
         for done in closed:
-            text = done.json(interval)
+            text = done.json(interval)  # ASCII JSON
+            text = f"${len(text)}\r\n{text}\r\n"
             if done.written and not pushes and not head:
                 head = text
             else:
                 pushes.append(text)
             stream_args.append(text)
-            stream_args.append(symbol)
+            name = symbols.get(symbol)
+            if name is None:
+                name = _cached(symbols, symbol, symbol)
+            stream_args.append(name)
+            nstream += 1
         if bar is not None:
             text = bar.json(interval)
+            text = f"${len(text)}\r\n{text}\r\n"
             if bar.written and not pushes and not head:
                 head = text
             else:
@@ -154,26 +181,24 @@ def build(
             continue
         key = list_keys.get((symbol, interval))
         if key is None:
-            if len(list_keys) > 100_000:
-                list_keys.clear()
-            key = list_keys[symbol, interval] = candles_key(symbol, interval)
+            key = _cached(list_keys, (symbol, interval), candles_key(symbol, interval))
         keys.append(key)
-        list_args.append(head)
+        list_args.append(head or "$0\r\n\r\n")
         if pushes:
-            list_args.append(str(len(pushes)))
+            list_args.append(_bulk(str(len(pushes))))
             list_args.extend(pushes)  # oldest first: LPUSH a b c leaves c at the head
+            npushes += len(pushes)
         else:
-            list_args.append("0")
+            list_args.append("$1\r\n0\r\n")
         nlists += 1
     if not keys and not stream_args:
-        return WriteBatch([], [], 0, 0)
-    keys.append(CANDLE_STREAM)
-    nstream = len(stream_args) // 2
-    args = [str(cap), str(len(quotes)), str(nlists), str(nstream)]
-    args += quote_args
-    args += list_args
-    args += stream_args
-    batch = WriteBatch(keys, args, nstream, nlists)
+        return WriteBatch([], 0, 0, 0, 0)
+    keys.append(_bulk(CANDLE_STREAM))
+    counts = [_bulk(str(cap)), _bulk(str(len(quotes))), _bulk(str(nlists)), _bulk(str(nstream))]
+    nargs = len(keys) + 4 + len(QUOTE_FIELDS) * len(quotes) + 2 * nlists + npushes + 2 * nstream
+    batch = WriteBatch(
+        [*keys, *counts, *quote_args, *list_args, *stream_args], len(keys), nargs, nstream, nlists
+    )
     batch.quote_fields = quote_fields
     return batch
 
