@@ -68,8 +68,8 @@ def test_stock_list_queries_are_pinned(
     stocks, client_user, django_assert_num_queries, api_client_for
 ):
     api = api_client_for(client_user)
-    # token + user, the client's groups (role), COUNT, the page.
-    with django_assert_num_queries(4):
+    # token + user + the client's groups (role) in one, COUNT, the page.
+    with django_assert_num_queries(3):
         assert len(_symbols(api.get("/api/v1/stocks/"))) == 5
 
 
@@ -253,8 +253,8 @@ def test_market_data_list_queries_are_pinned(
     candles, client_user, django_assert_num_queries, api_client_for
 ):
     api = api_client_for(client_user)
-    # token + user, the client's groups (role), the page. No COUNT.
-    with django_assert_num_queries(3):
+    # token + user + the client's groups (role) in one, the page. No COUNT.
+    with django_assert_num_queries(2):
         response = api.get("/api/v1/market-data/", {"symbol": "005930", "interval": "1m"})
     assert len(response.data["results"]) == 10
 

@@ -77,8 +77,8 @@ def test_quote_of_a_known_symbol_runs_no_query_beyond_authentication(
     redis_client.hset(quote_key("005930"), mapping=QUOTE)
     api = api_client_for(client_user)
     assert api.get(reverse("quote", args=["005930"])).status_code == 200  # warms the caches
-    # Two queries: the token's user and the client's groups (its role). None for the quote.
-    with django_assert_num_queries(2):
+    # One query: the token with its user and the user's groups (its role). None for the quote.
+    with django_assert_num_queries(1):
         assert api.get(reverse("quote", args=["005930"])).status_code == 200
 
 
@@ -206,9 +206,9 @@ def test_recent_candles_from_redis_run_no_query_beyond_authentication(
     api = api_client_for(client_user)
     url = reverse("candle-series", args=["005930", "1m"])
     api.get(url)
-    with django_assert_num_queries(2):  # token + role: Redis fills the page
+    with django_assert_num_queries(1):  # token + user + role: Redis fills the page
         assert len(api.get(url, {"page_size": 3}).json()["results"]) == 3
-    with django_assert_num_queries(3):  # ... and one for the older rows from PostgreSQL
+    with django_assert_num_queries(2):  # ... and one for the older rows from PostgreSQL
         assert len(api.get(url, {"page_size": 8}).json()["results"]) == 8
 
 

@@ -78,8 +78,8 @@ def test_trade_cursor_walks_all_without_duplicates(page_size, ledger, trader, ap
 
 def test_trade_list_queries_are_pinned(ledger, trader, django_assert_num_queries, api_client_for):
     api = api_client_for(trader)
-    # token + user, the trader's groups (role), the page; symbols come from symbol_id.
-    with django_assert_num_queries(3):
+    # token + user + the trader's groups (role) in one, the page; symbols from symbol_id.
+    with django_assert_num_queries(2):
         assert len(_ids(api.get("/api/v1/trades/"))) == 5
 
 
