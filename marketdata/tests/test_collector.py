@@ -203,3 +203,62 @@ async def test_engine_runs_a_replay_and_a_restart_continues_the_open_candle(
     assert redis_client.hget("market:005930", "volume") == b"21"
     streamed = [json.loads(e[b"c"])["timestamp"] for _, e in redis_client.xrange("stream:candles")]
     assert streamed == ["2026-03-04T00:00:00Z", "2026-03-04T00:01:00Z"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_symbol_seen_before_keeps_every_rule_on_the_next_batches(redis_client):
+    """The second batch goes through the per-symbol fast path (UTC ticks of a known symbol in
+    its open buckets); every rule and every candle figure must come out as for the first."""
+    state = CollectorState.create(SYMBOLS, intervals=("1m", "5m", "1d"))
+    state.aggregator.set_prev_close("005930", 20516, 70000)  # limits 49,000..91,000
+
+    def utc(second, minute=0):
+        return kst(9, minute, second).astimezone(dt.UTC)
+
+    collect([tick("005930", utc(5), 70000, 1)], state=state, redis=redis_client, now=utc(5))
+    batch = [
+        tick("005930", utc(10), 70100, 2),
+        tick("005930", utc(20), 70150, 9),  # off the 100-won grid
+        tick("005930", utc(21), 49950, 3),  # on the 50-won grid below 50,000
+        tick("005930", utc(22), 91100, 9),  # on the grid, above the upper limit
+        Tick("005930", utc(8), 72000, 4),  # int won, late: high and volume, not close
+        tick("005930", kst(9, 0, 25), 70200, 1),  # not UTC: same rules
+        tick("005930", utc(26).replace(tzinfo=None), 70200, 9),  # naive
+        tick("005930", utc(27), 70300, -1),  # bad volume
+        tick("005930", utc(27), Decimal("70300.5"), 9),  # not whole won
+        tick("005930", utc(40), 70300, 9),  # 10 s after the feed clock
+    ]
+    result = collect(batch, state=state, redis=redis_client, now=utc(30))
+    assert (result.accepted, result.rejected) == (4, 6)
+    assert state.stats()["ticks_rejected"] == {
+        "price_off_tick_grid": 2,
+        "price_outside_daily_limit": 1,
+        "time_not_aware": 1,
+        "volume_invalid": 1,
+        "time_in_future": 1,
+    }
+    expected = {"open": 70000, "high": 72000, "low": 49950, "close": 70200, "volume": 11}
+    for interval in ("1m", "5m", "1d"):
+        head = json.loads(redis_client.lindex(f"candles:005930:{interval}", 0))
+        assert {k: head[k] for k in expected} == expected, interval
+    quote = redis_client.hgetall("market:005930")
+    assert (quote[b"close"], quote[b"high"], quote[b"low"], quote[b"volume"]) == (
+        b"70200",
+        b"72000",
+        b"49950",
+        b"11",
+    )
+    # The next minute closes the 1m candle with those figures; the 5m candle goes on.
+    result = collect(
+        [tick("005930", utc(0, 1), 70000, 1)], state=state, redis=redis_client, now=utc(0, 1)
+    )
+    [closed] = result.closed
+    assert (closed.interval, closed.high, closed.low, closed.close, closed.volume) == (
+        "1m",
+        72000,
+        49950,
+        70200,
+        11,
+    )
+    head = json.loads(redis_client.lindex("candles:005930:5m", 0))
+    assert (head["close"], head["volume"]) == (70000, 12)
