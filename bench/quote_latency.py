@@ -74,6 +74,8 @@ def main() -> int:
     # The bench sends thousands of requests a second: the per-user API throttle would refuse
     # most of them. Same override for the server started below.
     os.environ["API_THROTTLE_USER"] = "100000000/min"
+    # Measure the server as it runs in production, not with DEBUG's query log and error pages.
+    os.environ["DEBUG"] = "false"
     import django
 
     django.setup()
@@ -97,23 +99,6 @@ def main() -> int:
     path = f"/api/v1/quotes/{SYMBOL}/"
     headers = {"Authorization": f"Token {token.key}", "Host": "localhost"}
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "qbsite.asgi:application",
-        ],
-        cwd=BASE_DIR,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
         where = settings.REDIS_URL.split("@")[-1]  # no password in the output
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, redis {where}")
@@ -139,6 +124,50 @@ def main() -> int:
 
         _figures("API, Django test client", _time_calls(in_process, args.requests, args.warmup))
 
+        # Two ASGI servers: daphne (Twisted; Channels' runserver, used by `make run`) and
+        # uvicorn (asyncio, whose sockets set TCP_NODELAY).
+        for name, argv in _servers().items():
+            if _over_http(name, argv, path, headers, args) != 0:
+                return 1
+    finally:
+        raw.delete(quote_key(SYMBOL))
+        Stock.objects.filter(symbol=SYMBOL).delete()
+        user.delete()
+    return 0
+
+
+def _servers() -> dict[str, list[str]]:
+    app = "qbsite.asgi:application"
+    return {
+        "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", app],
+        "uvicorn": [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            app,
+        ],
+    }
+
+
+def _over_http(name, argv, path, headers, args) -> int:
+    """Start one server on a free loopback port, time GETs on one keep-alive connection."""
+    port = _free_port()
+    argv = [part.replace("{port}", str(port)) for part in argv]
+    server = subprocess.Popen(
+        argv,
+        cwd=BASE_DIR,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -149,11 +178,11 @@ def main() -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    print("daphne did not start", file=sys.stderr)
+                    print(f"{name} did not start", file=sys.stderr)
                     return 1
                 time.sleep(0.2)
         if response.status != 200:
-            print(f"daphne answered {response.status}", file=sys.stderr)
+            print(f"{name} answered {response.status}", file=sys.stderr)
             return 1
 
         def over_http():
@@ -163,16 +192,14 @@ def main() -> int:
             assert reply.status == 200, reply.status
 
         _figures(
-            f"API, daphne on 127.0.0.1:{port}", _time_calls(over_http, args.requests, args.warmup)
+            f"API, {name} on 127.0.0.1:{port}",
+            _time_calls(over_http, args.requests, args.warmup),
         )
         conn.close()
+        return 0
     finally:
         server.terminate()
         server.wait(timeout=10)
-        raw.delete(quote_key(SYMBOL))
-        Stock.objects.filter(symbol=SYMBOL).delete()
-        user.delete()
-    return 0
 
 
 if __name__ == "__main__":
