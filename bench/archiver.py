@@ -4,7 +4,9 @@
   CSV text in memory (no Redis at all);
 - QB: marketdata.archiver.Archiver.run(until_empty=True) over a stream holding the same candles
   as the collector writes them ({"c": candle JSON, "s": symbol}): XREADGROUP, parse and check,
-  the COPY-based upsert, commit, XACK + XDEL, batch after batch, until the stream is empty.
+  the COPY-based upsert, commit, XACK + XDEL, batch after batch, until the stream is empty
+  (with the archiver's default overlap: the next batch read and the previous one acknowledged
+  while the current one is written).
 Each round TRUNCATEs market_data and refills the stream (not timed); rounds alternate; medians.
 
 Uses a database of its own (see bench/backfill.py) and Redis database 12 of REDIS_URL's server

@@ -4,21 +4,30 @@ At least once, and exactly once in effect (DESIGN.md, "Data that must not be los
 entries are read with the consumer group ARCHIVER_GROUP, upserted in one PostgreSQL
 transaction per batch (marketdata.copy, ON CONFLICT DO NOTHING: a re-sent closed candle is
 the same candle, and history corrected by the backfill is never overwritten by a replay),
-and only after the commit acknowledged and deleted (XACK + XDEL in one MULTI: the archiver
-owns the stream's trimming, so the stream holds exactly what is not archived yet).
+and only after the commit acknowledged and deleted (XACK, then XTRIM MINID of the acknowledged
+prefix and XDEL of any id above another consumer's pending batch, see `_ack`: the archiver owns
+the stream's trimming, so the stream holds what is not archived yet).
 
 One round of `Archiver.run_once()`:
 1. entries this consumer was given and did not acknowledge (a batch that failed), then
    entries of other consumers idle longer than `claim_idle_ms` (a process that died:
    XAUTOCLAIM), then new entries (XREADGROUP > with COUNT and BLOCK);
-2. invalid candles (unparseable, or refused by `candle_problem`) go to DEAD_STREAM with the
+2. a batch made only of usual candles as the collector writes them (the batch path: one regex
+   pass and a few bytes.replace turn the whole reply into COPY csv text) is COPYed, committed
+   and acknowledged; anything else, or a batch PostgreSQL refuses, goes entry by entry:
+3. invalid candles (unparseable, or refused by `candle_problem`) go to DEAD_STREAM with the
    reason and a WARNING in system_logs, and are acknowledged: they never block a batch;
-3. the valid ones are upserted and committed; then acknowledged.
+4. the valid ones are upserted and committed; then acknowledged.
+Draining a backlog (a full batch of new entries), the next batch is read and prepared in a
+worker thread while the current one is written, and the committed batch's XACK + XDEL runs
+during the next write: Redis, this process and PostgreSQL work at the same time. Entries read
+ahead sit in this consumer's pending list until their own batch is committed and acknowledged.
 If PostgreSQL is down nothing is acknowledged: the round reports a retry delay (exponential,
 capped), the outage is said once on stderr (system_logs lives in that database), and when the
 database returns the entries are read again from this consumer's pending list and drained.
-A process killed between the commit and the acknowledgement leaves its entries pending: the
-next archiver claims them and the upsert finds them stored (no duplicate, no gap).
+A process killed between the commit and the acknowledgement, or after reading ahead and before
+a commit, leaves its entries pending: the next archiver claims them and the upsert finds the
+committed ones stored (no duplicate, no gap).
 
 The work is sync (redis-py and psycopg, a connection of its own): ArchiverEngine runs each round
 in a thread, so the other engines' event loop never waits on PostgreSQL.
@@ -27,12 +36,15 @@ Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (5000 entries a
 ARCHIVER_BLOCK_MS (1000, how long a round waits for new entries), ARCHIVER_CLAIM_IDLE_MS
 (60000, idle time after which another consumer's pending entry is taken over),
 ARCHIVER_MAX_BACKOFF_SECONDS (30), ARCHIVER_DEAD_MAXLEN (100000, entries kept in DEAD_STREAM),
-ARCHIVER_CHECK_TICK (False, refuse prices off the KRX tick grid), ARCHIVER_DATABASE_URL
-(unset: Django's database).
+ARCHIVER_CHECK_TICK (False, refuse prices off the KRX tick grid; True also turns the batch
+path off), ARCHIVER_OVERLAP (True, read ahead and acknowledge while writing; False: one step
+after the other), ARCHIVER_DATABASE_URL (unset: Django's database).
 
 Fault injection for the crash test: with the environment variable
 QB_ARCHIVER_EXIT_AFTER_COMMIT=1 the process calls os._exit(9) right after the first commit,
-before acknowledging (marketdata/tests/test_archiver.py). Nothing else reads it.
+before acknowledging (once a batch being read ahead is read); with
+QB_ARCHIVER_EXIT_AFTER_PREFETCH=1, once the next batch is read ahead and before the current
+one is written (marketdata/tests/test_archiver.py). Nothing else reads them.
 """
 
 from __future__ import annotations
@@ -130,6 +142,16 @@ _GROUP_ARG = b"$%d\r\n%s\r\n" % (len(ARCHIVER_GROUP), ARCHIVER_GROUP.encode())
 _ENTRY_ID = itemgetter(0)
 _ENTRY_FIELDS = itemgetter(1)
 _FIELD_NAMES = itemgetter(0, 2)
+
+
+def _bulk_args(values: list[bytes]) -> bytes:
+    """`values` as RESP bulk strings, without a Python loop per value."""
+    return b"".join(map(b"$%d\r\n%s\r\n".__mod__, zip(map(len, values), values, strict=True)))
+
+
+def _stream_id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _pairs(flat: list) -> dict:
@@ -682,27 +704,48 @@ class Archiver:
             )
 
     def _ack(self, ids: list[bytes]) -> None:
-        """XACK + XDEL of `ids` in one MULTI, and the gauges. The command is packed here: with
-        thousands of ids, redis-py's per-argument packing cost more than Redis's work."""
-        args = b"".join(map(b"$%d\r\n%s\r\n".__mod__, zip(map(len, ids), ids, strict=True)))
-        count = len(ids)
-        packed = b"".join(
+        """XACK `ids`, then delete them from the stream, and the gauges.
+
+        Deleting thousands of ids one by one (XDEL) cost Redis as much as reading them. Every
+        entry below both the group's oldest pending entry and past our last id is delivered
+        and acknowledged (XREADGROUP delivers in id order; a claim moves pending entries
+        only), so XTRIM MINID removes that whole prefix at once, including entries a process
+        acknowledged before dying; only ids at or above the oldest pending entry (another
+        consumer's batch in flight below ours) are deleted one by one. A crash between the
+        two steps leaves acknowledged entries in the stream: the next trim removes them. The
+        commands are packed here: redis-py's per-argument packing cost more than Redis's work.
+        """
+        pending = self._raw_transaction(
             [
-                b"*1\r\n$5\r\nMULTI\r\n",
-                b"*%d\r\n$4\r\nXACK\r\n%s%s" % (count + 3, _STREAM_ARG, _GROUP_ARG),
-                args,
-                b"*%d\r\n$4\r\nXDEL\r\n%s" % (count + 2, _STREAM_ARG),
-                args,
-                b"*2\r\n$4\r\nXLEN\r\n%s" % _STREAM_ARG,
+                b"*%d\r\n$4\r\nXACK\r\n%s%s" % (len(ids) + 3, _STREAM_ARG, _GROUP_ARG),
+                _bulk_args(ids),
                 b"*3\r\n$8\r\nXPENDING\r\n%s%s" % (_STREAM_ARG, _GROUP_ARG),
-                b"*1\r\n$4\r\nEXEC\r\n",
-            ]
-        )
+            ],
+            2,
+        )[1]
+        last = _stream_id(ids[-1])
+        cutoff = (last[0], last[1] + 1)
+        if pending[0]:
+            cutoff = min(cutoff, _stream_id(pending[1]))
+        left = [i for i in ids if _stream_id(i) >= cutoff] if cutoff <= last else []
+        commands = [b"*4\r\n$5\r\nXTRIM\r\n%s$5\r\nMINID\r\n" % _STREAM_ARG]
+        commands.append(_bulk_args([b"%d-%d" % cutoff]))
+        if left:
+            commands.append(b"*%d\r\n$4\r\nXDEL\r\n%s" % (len(left) + 2, _STREAM_ARG))
+            commands.append(_bulk_args(left))
+        commands.append(b"*2\r\n$4\r\nXLEN\r\n%s" % _STREAM_ARG)
+        replies = self._raw_transaction(commands, 3 if left else 2)
+        self._set_gauges(replies[-1], {"pending": pending[0]})
+
+    def _raw_transaction(self, commands: list[bytes], count: int) -> list:
+        """MULTI, `count` packed commands, EXEC: the EXEC reply; raises a command's error."""
         pool = self.redis.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_packed_command([packed])
-            for _ in range(5):  # OK for MULTI, QUEUED for each command
+            conn.send_packed_command(
+                [b"".join([b"*1\r\n$5\r\nMULTI\r\n", *commands, b"*1\r\n$4\r\nEXEC\r\n"])]
+            )
+            for _ in range(count + 1):  # OK for MULTI, QUEUED for each command
                 conn.read_response()
             replies = conn.read_response()
         except BaseException:
@@ -713,8 +756,7 @@ class Archiver:
         for reply in replies:
             if isinstance(reply, Exception):  # a command that failed inside EXEC
                 raise reply
-        *_, length, pending = replies
-        self._set_gauges(length, {"pending": pending[0]})
+        return replies
 
     def _refresh_gauges(self) -> None:
         try:

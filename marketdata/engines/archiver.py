@@ -2,7 +2,9 @@
 
 Each round (read, upsert, commit, acknowledge) runs in a worker thread with the archiver's own
 Redis client and psycopg connection: the event loop shared with the other engines never waits
-on PostgreSQL, and Django's thread-bound connection is not involved. Rounds run one at a time.
+on PostgreSQL, and Django's thread-bound connection is not involved. Rounds run one at a time;
+while a backlog drains, a round also reads the next batch ahead and acknowledges the previous
+one in the archiver's own worker threads (marketdata.archiver).
 Several processes may run this engine: they share the consumer group, each under its own
 consumer name (host-pid), and the stream's entries are split between them.
 """

@@ -429,3 +429,29 @@ def test_a_row_the_database_refuses_is_isolated_and_the_rest_is_stored(make_arch
     assert [e.id for e in refused] == [b"2-0"]
     assert "refused by PostgreSQL" in refused[0].reason and "market_data_" in refused[0].reason
     assert list(stored()) == [("005930", "1m", good.time)]
+
+
+def test_an_acknowledged_batch_leaves_the_stream_even_above_another_consumers_pending_batch(
+    redis_client, make_archiver
+):
+    candles = [candle(i) for i in range(20)]
+    ids = push(redis_client, candles)
+    # Consumer A takes the first 10 and cannot write them (its database is down).
+    stuck = make_archiver(
+        consumer="a",
+        batch_size=10,
+        overlap=False,
+        database_url=db_url(host="127.0.0.1", port=str(closed_port())),
+    )
+    assert stuck.run_once().acked == 0
+    # Consumer B archives the next 10: they leave the stream, A's stay (not archived yet).
+    # (A batch that is not full: nothing is read ahead, so the round ends acknowledged.)
+    assert make_archiver(consumer="b", batch_size=20).run_once().archived == 10
+    assert [entry_id for entry_id, _ in redis_client.xrange(CANDLE_STREAM)] == ids[:10]
+    assert pending(redis_client) == 10
+
+    stuck.database_url = db_url()
+    assert stuck.run_once().archived == 10
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
