@@ -331,6 +331,10 @@ class Archiver:
         self._recovered("redis")
         outcome.read = len(batch.raw)
         if not batch.raw:
+            try:
+                self._settle_ack()  # the last batch of a backlog: acknowledged when we return
+            except redis.RedisError as exc:
+                return self._failed("redis", exc, outcome)
             self._refresh_gauges()
             return outcome
         if (

@@ -455,3 +455,18 @@ def test_an_acknowledged_batch_leaves_the_stream_even_above_another_consumers_pe
     assert redis_client.xlen(CANDLE_STREAM) == 0
     assert pending(redis_client) == 0
     assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+
+
+def test_a_drained_backlog_of_full_batches_is_all_acknowledged_when_run_returns(
+    redis_client, make_archiver
+):
+    candles = [candle(i) for i in range(30)]
+    push(redis_client, candles)
+    archiver = make_archiver(batch_size=10)  # three full batches: each read ahead
+
+    archiver.run(until_empty=True)
+
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+    assert (archiver.stats()["archived"], archiver.stats()["lag"]) == (30, 0)
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
