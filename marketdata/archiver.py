@@ -32,7 +32,7 @@ committed ones stored (no duplicate, no gap).
 The work is sync (redis-py and psycopg, a connection of its own): ArchiverEngine runs each round
 in a thread, so the other engines' event loop never waits on PostgreSQL.
 
-Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (5000 entries at most per round),
+Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (20000 entries at most a round),
 ARCHIVER_BLOCK_MS (1000, how long a round waits for new entries), ARCHIVER_CLAIM_IDLE_MS
 (60000, idle time after which another consumer's pending entry is taken over),
 ARCHIVER_MAX_BACKOFF_SECONDS (30), ARCHIVER_DEAD_MAXLEN (100000, entries kept in DEAD_STREAM),
@@ -252,7 +252,7 @@ class Archiver:
         check_tick: bool | None = None,
         overlap: bool | None = None,
     ) -> None:
-        self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 5000)
+        self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 20_000)
         self.block_ms = (
             block_ms if block_ms is not None else getattr(settings, "ARCHIVER_BLOCK_MS", 1000)
         )
