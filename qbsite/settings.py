@@ -269,7 +269,8 @@ MARKET_WS_SNAPSHOT_CANDLES = env_int("MARKET_WS_SNAPSHOT_CANDLES", 50, min_value
 KNOWN_SYMBOLS_CACHE_SECONDS = env_float("KNOWN_SYMBOLS_CACHE_SECONDS", 60, min_value=0)
 
 # Archiver (marketdata/archiver.py): the candle stream into market_data.
-ARCHIVER_BATCH_SIZE = env_int("ARCHIVER_BATCH_SIZE", 5000, min_value=1)
+ARCHIVER_BATCH_SIZE = env_int("ARCHIVER_BATCH_SIZE", 20000, min_value=1)
+ARCHIVER_OVERLAP = env_bool("ARCHIVER_OVERLAP", True)
 ARCHIVER_BLOCK_MS = env_int("ARCHIVER_BLOCK_MS", 1000, min_value=1)
 ARCHIVER_CLAIM_IDLE_MS = env_int("ARCHIVER_CLAIM_IDLE_MS", 60000, min_value=1000)
 ARCHIVER_MAX_BACKOFF_SECONDS = env_float("ARCHIVER_MAX_BACKOFF_SECONDS", 30, min_value=0.1)
