@@ -122,6 +122,19 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL cannot be used: {exc}") from None
 _db["ENGINE"] = "django.db.backends.postgresql"
 _db.setdefault("OPTIONS", {})["application_name"] = env_str("DB_APPLICATION_NAME", "qb")
+# A connection pool per process (psycopg_pool): under ASGI each request would otherwise open a
+# new PostgreSQL connection (a backend process each time, ~20 ms); Django's docs advise a pool
+# rather than persistent connections there. Small: one process rarely needs more than a few.
+if env_bool("DB_POOL", True):
+    if _db["CONN_MAX_AGE"]:
+        raise ImproperlyConfigured(
+            "DB_CONN_MAX_AGE must be 0 while DB_POOL is on (a pool keeps the connections)."
+        )
+    _db["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("DB_POOL_MAX_SIZE", 4, min_value=1),
+        "timeout": env_float("DB_POOL_TIMEOUT_SECONDS", 10, min_value=0.1),
+    }
 _db["TEST"] = {"NAME": env_str("DB_TEST_NAME", f"test_{_db.get('NAME') or 'qb'}")}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
