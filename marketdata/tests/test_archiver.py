@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from psycopg.conninfo import make_conninfo
 
 from marketdata.archiver import (
     DEAD_STREAM,
@@ -33,30 +31,13 @@ from marketdata.models import MarketData
 from marketdata.types import Candle
 from ops.logging import SystemLogHandler
 from ops.models import SystemLog
+from qbsite.testing import closed_port
+from qbsite.testing import database_conninfo as db_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = dt.datetime(2024, 3, 4, 0, 0, tzinfo=dt.UTC)  # 09:00 KST
-
-
-def db_url(**overrides) -> str:
-    db = settings.DATABASES["default"]
-    params = {
-        "dbname": db["NAME"],
-        "user": db.get("USER") or None,
-        "password": db.get("PASSWORD") or None,
-        "host": db.get("HOST") or None,
-        "port": str(db["PORT"]) if db.get("PORT") else None,
-    }
-    params.update(overrides)
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def candle(i: int, symbol: str = "005930", price: int = 70_000, interval: str = "1m") -> Candle:

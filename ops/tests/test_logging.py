@@ -8,41 +8,20 @@ import inspect
 import io
 import logging
 import os
-import socket
 import threading
 import uuid
 from urllib.parse import quote
 
 import psycopg
 import pytest
-from django.conf import settings
-from psycopg.conninfo import make_conninfo
 
 from ops.logging import TABLE, RedactSecretsFilter, SystemLogHandler, level_name
 from ops.models import SystemLog
+from qbsite.testing import closed_port
+from qbsite.testing import database_conninfo as conninfo
 
 # Only the tests that read system_logs need the (slower) transactional database.
 writes = pytest.mark.django_db(transaction=True)
-
-
-def conninfo(**overrides) -> str:
-    """libpq connection string for the test database (or another, with overrides)."""
-    db = settings.DATABASES["default"]
-    params = {
-        "dbname": db["NAME"],
-        "user": db.get("USER") or None,
-        "password": db.get("PASSWORD") or None,
-        "host": db.get("HOST") or None,
-        "port": str(db["PORT"]) if db.get("PORT") else None,
-    }
-    params.update(overrides)
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
