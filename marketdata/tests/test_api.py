@@ -7,20 +7,17 @@ import pytest
 from django.utils import timezone
 
 from marketdata.models import MarketData, Stock
-from qbsite.tests.api_factories import T0, make_candle, make_stock, make_trade, minutes, walk
+from qbsite.tests.api_factories import (
+    CANDLE,
+    T0,
+    make_candle,
+    make_stock,
+    make_trade,
+    minutes,
+    walk,
+)
 
 pytestmark = pytest.mark.django_db
-
-CANDLE = {
-    "symbol": "005930",
-    "interval": "1m",
-    "time": "2024-05-02T09:05:00+09:00",
-    "open": "70000",
-    "high": "70500",
-    "low": "69900",
-    "close": "70200",
-    "volume": 1200,
-}
 
 
 @pytest.fixture

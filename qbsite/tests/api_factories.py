@@ -13,6 +13,18 @@ from trading.models import Position, StrategyPerformance, Trade
 
 T0 = datetime(2024, 5, 2, 0, 0, tzinfo=UTC)  # 09:00 in Seoul, the KRX open
 
+# A valid candle as the API takes it (POST /api/v1/market-data/).
+CANDLE = {
+    "symbol": "005930",
+    "interval": "1m",
+    "time": "2024-05-02T09:05:00+09:00",
+    "open": "70000",
+    "high": "70500",
+    "low": "69900",
+    "close": "70200",
+    "volume": 1200,
+}
+
 
 def make_stock(symbol="005930", name="Samsung Electronics", market="KOSPI", sector="Tech"):
     return stock_upsert(symbol=symbol, name=name, market=market, sector=sector)[0]

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group, User
 from marketdata.models import MarketData, Stock
 from qbsite.roles import CLIENT_GROUP
 from qbsite.tests.api_factories import (
+    CANDLE,
     T0,
     make_candle,
     make_log,
@@ -74,17 +75,6 @@ CASES = [
     for action, statuses in actions.items()
     for i, role in enumerate(ROLES)
 ]
-
-CANDLE = {
-    "symbol": "005930",
-    "interval": "1m",
-    "time": "2024-05-02T09:05:00+09:00",
-    "open": "70000",
-    "high": "70500",
-    "low": "69900",
-    "close": "70200",
-    "volume": 1200,
-}
 
 
 @pytest.fixture
