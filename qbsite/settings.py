@@ -293,6 +293,17 @@ ARCHIVER_DATABASE_URL = env_url(
     "ARCHIVER_DATABASE_URL", None, schemes=("postgres", "postgresql", "pgsql", "timescale")
 )
 
+# Trading core (trading/). The broker orders go to; the paper broker's starting cash (KRW),
+# its slippage in ticks for market orders, and the largest share of an order it fills per
+# quote (1 = whole orders; 0.5 = at most half the order per quote, the rest on later quotes).
+TRADING_BROKER = env_choice("TRADING_BROKER", ("paper",), "paper")
+PAPER_INITIAL_CASH = env_decimal("PAPER_INITIAL_CASH", "100000000", min_value=0)
+PAPER_SLIPPAGE_TICKS = env_int("PAPER_SLIPPAGE_TICKS", 1, min_value=0)
+PAPER_FILL_RATIO = env_decimal("PAPER_FILL_RATIO", "1", min_value="0.01", max_value=1)
+# Orders from a strategy are sized from its allocation: each symbol gets allocation / symbols.
+# An order is refused when the latest quote is older than this (the market moved on).
+QUOTE_MAX_AGE_SECONDS = env_float("QUOTE_MAX_AGE_SECONDS", 300, min_value=0)
+
 # Engines runtime (qbsite/engines.py).
 HEARTBEAT_SECONDS = env_float("HEARTBEAT_SECONDS", 5, min_value=0.1)
 ENGINE_STOP_TIMEOUT_SECONDS = env_float("ENGINE_STOP_TIMEOUT_SECONDS", 10, min_value=0)
