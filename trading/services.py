@@ -473,7 +473,7 @@ def order_apply_fill(
     quantity = _positive_int(quantity, "fill quantity")
     price = _decimal(price, "fill price")
     if price <= 0:
-        raise FillError(f"fill price must be positive, got {price}.")
+        raise OrderError(f"fill price must be positive, got {price}.")
     at = _aware(at, "fill time")
     with transaction.atomic():
         order = _locked_order(order_id)
