@@ -1,0 +1,50 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from qbsite.fields import symbol_validator
+from trading import reconcile
+
+
+class Command(BaseCommand):
+    help = (
+        "Check that every position equals the replay of its trades (quantity, average price,"
+        " cost basis, realized and unrealized PnL, each sell's profit_loss) and that each"
+        " account's cash equals its initial cash plus what its trades moved. Prints every"
+        " difference (kind, symbol or broker, field, stored, expected) and exits 1 when there"
+        " is any. --fix rewrites the differing positions and cash from the trades (never the"
+        " trades), under the same locks as fills, then checks again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--symbol", action="append", dest="symbols", help="Only this symbol (repeatable)."
+        )
+        parser.add_argument(
+            "--fix",
+            action="store_true",
+            help="Rewrite the differing positions and account cash from the trades.",
+        )
+
+    def handle(self, *args, symbols=None, fix=False, **options):
+        for symbol in symbols or ():
+            try:
+                symbol_validator(symbol)
+            except ValidationError:
+                raise CommandError(
+                    f"--symbol {symbol!r} is not a KRX symbol (e.g. 005930)."
+                ) from None
+        found = reconcile.differences(symbols)
+        for difference in found:
+            self.stdout.write(str(difference))
+        if fix and found:
+            changes = reconcile.fix(found)
+            for change in changes:
+                self.stdout.write(f"fixed: {change}")
+            found = reconcile.differences(symbols)
+            for difference in found:
+                self.stdout.write(f"still: {difference}")
+        if found:
+            raise CommandError(
+                f"{len(found)} difference(s) between the ledger and the stored rows."
+            )
+        self.stdout.write("Positions and cash equal their trades.")
