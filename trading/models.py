@@ -386,7 +386,10 @@ class Order(models.Model):
                 condition=Q(status__in=OrderStatus.values), name="orders_status_valid"
             ),
             models.CheckConstraint(
-                condition=(Q(order_type="LIMIT") & Q(limit_price__gt=0))
+                # IS NOT NULL spelled out: NULL > 0 is NULL, and a NULL CHECK passes.
+                condition=(
+                    Q(order_type="LIMIT") & Q(limit_price__isnull=False) & Q(limit_price__gt=0)
+                )
                 | (Q(order_type="MARKET") & Q(limit_price__isnull=True)),
                 name="orders_limit_price_iff_limit",
             ),
@@ -395,7 +398,8 @@ class Order(models.Model):
                 name="orders_filled_means_all",
             ),
             models.CheckConstraint(
-                condition=Q(filled_quantity=0) | Q(average_fill_price__gt=0),
+                condition=Q(filled_quantity=0)
+                | (Q(average_fill_price__isnull=False) & Q(average_fill_price__gt=0)),
                 name="orders_fill_has_average_price",
             ),
             models.CheckConstraint(

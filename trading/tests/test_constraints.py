@@ -253,26 +253,23 @@ ORDER_CASES = [
         {"orders_filled_within_quantity"},
         {"filled_quantity": 11, "average_fill_price": Decimal("70000")},
     ),
-    ({"orders_filled_quantity_check", "orders_filled_within_quantity"}, {"filled_quantity": -1}),
+    (
+        {
+            "orders_filled_quantity_check",
+            "orders_filled_within_quantity",
+            "orders_fill_has_average_price",
+        },
+        {"filled_quantity": -1},
+    ),
     ({"orders_side_valid"}, {"side": "HOLD"}),
     ({"orders_type_valid", "orders_limit_price_iff_limit"}, {"order_type": "STOP"}),
     ({"orders_status_valid"}, {"status": "LOST"}),
-    # NULL > 0 is NULL, and a CHECK that is NULL passes: the two conditions that compare a
-    # nullable column need an explicit IS NOT NULL (reported to the lead; strict xfail until
-    # the model and a migration say so).
-    pytest.param(
-        {"orders_limit_price_iff_limit"},
-        {"limit_price": None},
-        marks=pytest.mark.xfail(strict=True, reason="LIMIT with NULL limit_price passes"),
-    ),
+    # NULL > 0 is NULL, and a CHECK that is NULL passes: these two pin the explicit IS NOT NULL.
+    ({"orders_limit_price_iff_limit"}, {"limit_price": None}),
     ({"orders_limit_price_iff_limit"}, {"limit_price": Decimal("0")}),
     ({"orders_limit_price_iff_limit"}, {"order_type": "MARKET"}),
     ({"orders_filled_means_all"}, {"status": "FILLED"}),
-    pytest.param(
-        {"orders_fill_has_average_price"},
-        {"filled_quantity": 5},
-        marks=pytest.mark.xfail(strict=True, reason="a fill with NULL average price passes"),
-    ),
+    ({"orders_fill_has_average_price"}, {"filled_quantity": 5}),
     ({"orders_fill_has_average_price"}, {"filled_quantity": 5, "average_fill_price": 0}),
     ({"orders_client_order_id_not_blank"}, {"client_order_id": ""}),
 ]
