@@ -29,15 +29,16 @@ change on top of the fixed row. So a fix is safe while the engines run. It is st
 operator's decision: a missing trade also shows up as a position "too big", and rewriting the
 position hides that. Every fix is logged (WARNING, qb.trading.reconcile -> system_logs).
 
-Against the broker (the KIS issue): `broker_differences(positions=..., cash=...)` compares the
-stored positions and cash with what the broker reports; it takes the broker's figures as plain
-values so that the KIS client (or a test) can feed it.
+Against the broker (`against_broker()`, `manage.py reconcile --broker`): the stored positions and
+cash against what the broker reports (Broker.positions(), Broker.balance()). The comparison,
+`broker_differences(positions=..., cash=...)`, takes the broker's figures as plain values, so
+the KIS broker (or a test) feeds it the same way.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -46,6 +47,8 @@ from django.db import transaction
 from django.db.models import Case, DecimalField, F, Sum, Value, When
 from django.db.models.functions import Coalesce
 
+from .brokers import get_broker
+from .brokers.base import BrokerPosition
 from .models import Account, Position, Side, Trade, TradeStatus
 from .services import FillError, position_apply
 
@@ -223,31 +226,25 @@ def differences(symbols: Iterable[str] | None = None) -> list[Difference]:
 # --- against the broker (KIS issue) ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BrokerHolding:
-    quantity: int
-    average_price: Decimal | None = None  # when the broker reports one
-
-
 def broker_differences(
-    *, broker: str, positions: Mapping[str, BrokerHolding | int], cash: Decimal | None = None
+    *, broker: str, positions: Iterable[BrokerPosition], cash: Decimal | None = None
 ) -> list[Difference]:
-    """Stored positions and cash against the broker's own figures (symbol -> holding).
+    """Stored positions and cash against the broker's own figures (Broker.positions(),
+    Broker.balance().cash; trading/brokers/base.py).
 
-    Symbols held on one side only are differences too. The average price is compared only
-    where the broker reports one (brokers round it; compared to the won).
+    Symbols held on one side only are differences too. The average price is compared to the
+    won (brokers round it), and only where the broker reports one.
     """
-    theirs = {
-        symbol: holding if isinstance(holding, BrokerHolding) else BrokerHolding(int(holding))
-        for symbol, holding in positions.items()
-    }
+    theirs: dict[str, BrokerPosition] = {}
+    for holding in positions:
+        theirs[holding.symbol] = holding
     ours = {p.symbol_id: p for p in Position.objects.filter(quantity__gt=0)}
     found = []
     for symbol in sorted(set(ours) | set(theirs)):
-        mine, their = ours.get(symbol), theirs.get(symbol, BrokerHolding(0))
-        quantity = mine.quantity if mine else 0
-        if quantity != their.quantity:
-            found.append(Difference("broker", symbol, "quantity", quantity, their.quantity))
+        mine, their = ours.get(symbol), theirs.get(symbol)
+        quantity, their_quantity = (mine.quantity if mine else 0), (their.quantity if their else 0)
+        if quantity != their_quantity:
+            found.append(Difference("broker", symbol, "quantity", quantity, their_quantity))
         elif mine and their.average_price is not None:
             have = mine.average_price.quantize(Decimal(1))
             want = Decimal(their.average_price).quantize(Decimal(1))
@@ -259,6 +256,16 @@ def broker_differences(
         if stored != cash:
             found.append(Difference("broker", broker, "cash", stored, cash))
     return found
+
+
+def against_broker(name: str | None = None) -> list[Difference]:
+    """broker_differences() with the figures the broker itself reports (BrokerError when it
+    cannot be reached). For the paper broker, which keeps its book in our own tables, this is
+    a check of the plumbing; with KIS it compares two independent books."""
+    broker = get_broker(name)
+    return broker_differences(
+        broker=broker.name, positions=broker.positions(), cash=broker.balance().cash
+    )
 
 
 # --- fixing (derived rows only, from the trades, under the fill path's locks) -----------------
@@ -312,9 +319,9 @@ def fix(found: Iterable[Difference]) -> list[Difference]:
 
 
 __all__ = [
-    "BrokerHolding",
     "Difference",
     "account_differences",
+    "against_broker",
     "broker_differences",
     "cash_moved_by_trades",
     "differences",

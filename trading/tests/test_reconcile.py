@@ -30,8 +30,9 @@ from django.core.management import CommandError, call_command
 
 from qbsite.tests.api_factories import make_stock
 from trading import reconcile, services
+from trading.brokers.base import BrokerPosition
 from trading.models import Account, OrderStatus, Position, Trade
-from trading.reconcile import BrokerHolding, Difference
+from trading.reconcile import Difference
 
 D = Decimal
 T = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)  # 10:00 in Seoul
@@ -224,23 +225,29 @@ def test_fix_never_rewrites_trades_and_still_fails_for_them(ledger):
 
 
 def test_against_the_brokers_figures(ledger):
+    def held(symbol, quantity, average="70068"):
+        return BrokerPosition(symbol=symbol, quantity=quantity, average_price=D(average))
+
     assert (
         reconcile.broker_differences(
-            broker="paper",
-            positions={"005930": BrokerHolding(10, D("70068"))},
-            cash=D("9352041"),
+            broker="paper", positions=[held("005930", 10)], cash=D("9352041")
         )
         == []
     )
     found = reconcile.broker_differences(
-        broker="paper", positions={"005930": 9, "000660": 1}, cash=D("9352000")
+        broker="paper", positions=[held("005930", 9), held("000660", 1)], cash=D("9352000")
     )
     assert [str(d) for d in found] == [
         "broker 000660 quantity: stored 0, expected 1",
         "broker 005930 quantity: stored 10, expected 9",
         "broker paper cash: stored 9352041.0000, expected 9352000.0000",
     ]
-    [price] = reconcile.broker_differences(
-        broker="paper", positions={"005930": BrokerHolding(10, D("70100"))}
-    )
+    [price] = reconcile.broker_differences(broker="paper", positions=[held("005930", 10, "70100")])
     assert (price.field, price.stored, price.expected) == ("average_price", 70068, 70100)
+
+
+def test_the_paper_broker_agrees_and_an_unknown_broker_is_an_error(ledger, settings):
+    assert run("--broker") == ("Positions and cash equal their trades.\n", None)
+    settings.TRADING_BROKER = "nowhere"
+    with pytest.raises(CommandError, match="Unknown broker 'nowhere'"):
+        call_command("reconcile", "--broker")

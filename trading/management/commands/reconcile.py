@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from qbsite.exceptions import QBError
 from qbsite.fields import symbol_validator
 from trading import reconcile
 
@@ -12,7 +13,8 @@ class Command(BaseCommand):
         " account's cash equals its initial cash plus what its trades moved. Prints every"
         " difference (kind, symbol or broker, field, stored, expected) and exits 1 when there"
         " is any. --fix rewrites the differing positions and cash from the trades (never the"
-        " trades), under the same locks as fills, then checks again."
+        " trades), under the same locks as fills, then checks again. --broker also compares with"
+        " the broker's own positions and cash."
     )
 
     def add_arguments(self, parser):
@@ -20,12 +22,17 @@ class Command(BaseCommand):
             "--symbol", action="append", dest="symbols", help="Only this symbol (repeatable)."
         )
         parser.add_argument(
+            "--broker",
+            action="store_true",
+            help="Also compare positions and cash with what the broker (TRADING_BROKER) reports.",
+        )
+        parser.add_argument(
             "--fix",
             action="store_true",
             help="Rewrite the differing positions and account cash from the trades.",
         )
 
-    def handle(self, *args, symbols=None, fix=False, **options):
+    def handle(self, *args, symbols=None, fix=False, broker=False, **options):
         for symbol in symbols or ():
             try:
                 symbol_validator(symbol)
@@ -43,6 +50,14 @@ class Command(BaseCommand):
             found = reconcile.differences(symbols)
             for difference in found:
                 self.stdout.write(f"still: {difference}")
+        if broker:
+            try:
+                theirs = reconcile.against_broker()
+            except QBError as exc:
+                raise CommandError(f"The broker could not be asked: {exc.message}") from None
+            for difference in theirs:
+                self.stdout.write(str(difference))
+            found = found + theirs
         if found:
             raise CommandError(
                 f"{len(found)} difference(s) between the ledger and the stored rows."
