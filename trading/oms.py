@@ -1,0 +1,682 @@
+"""The order management system: signals and requests -> checked orders -> a broker -> fills.
+
+Sync functions (engines call them through database_sync_to_async). The path of an order:
+
+1. ONE TRANSACTION: the order is created (services.order_create, idempotent on
+   client_order_id), the pre-trade checks run (trading.checks) with the broker's account row
+   locked, and the order moves NEW -> DENIED (with the check's reason code) or NEW -> SUBMITTED.
+   For a signal, the signal's outcome (ORDERED / SKIPPED) is written in the same transaction,
+   with the signal row locked: a signal makes at most one order, however often it is replayed.
+2. Outside any transaction (a slow broker must not hold locks): broker.submit(order).
+3. ONE TRANSACTION: SUBMITTED -> ACCEPTED or REJECTED, and the fills the broker reported, each
+   through services.order_apply_fill (trade, position, cash and order together; idempotent on
+   (order, execution_id)).
+
+Crash safety (crash-only: recover() is what the orders engine runs when it starts). A crash
+after 1 leaves a SUBMITTED order: recover() submits it again, and brokers are idempotent on
+client_order_id (the paper broker derives its ids from it), so the broker still has one order
+and every fill one execution id. A crash inside 1 or 3 rolls back whole. recover() also turns
+PENDING signals into orders (or SKIPPED when older than SIGNAL_MAX_AGE_SECONDS: a restart after
+an outage does not fire a burst of stale orders), sends NEW orders, repeats the cancel of
+CANCEL_PENDING orders and matches open paper orders against the current quotes.
+
+Lock order (no deadlocks): signal -> order -> position -> account, everywhere.
+
+Settings read (getattr, defaults): TRADING_BROKER, PAPER_SLIPPAGE_TICKS, QUOTE_MAX_AGE_SECONDS,
+TRADING_DENY_WHEN_CLOSED (False), SIGNAL_MAX_AGE_SECONDS (300).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum
+from django.utils import timezone
+
+from marketdata import krx
+from qbsite.exceptions import NotFound
+
+from . import checks, services
+from .brokers import Broker, BrokerAck, get_broker
+from .brokers.base import BrokerFill, market_quote
+from .brokers.paper import NAME as PAPER
+from .brokers.paper import market_fill_price
+from .models import (
+    Account,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    Signal,
+    SignalOutcome,
+    Strategy,
+    Trade,
+)
+from .states import OPEN
+
+logger = logging.getLogger("qb.trading.oms")
+
+ENGINE_ACTOR = "engine:orders"
+_ZERO = Decimal(0)
+# Paper orders the quote matcher looks at (SUBMITTED ones are with their submitter; a
+# CANCEL_PENDING one is being canceled: the paper exchange has seen the cancel).
+MATCHABLE = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+
+
+def _broker_actor(broker: Broker) -> str:
+    return f"broker:{broker.name}"
+
+
+def _locked_order(order_id: int) -> Order:
+    order = (
+        Order.objects.select_for_update(of=("self",))
+        .select_related("symbol", "strategy")
+        .filter(pk=order_id)
+        .first()
+    )
+    if order is None:
+        raise NotFound(f"No order {order_id}.")
+    return order
+
+
+# --- prices and reservations -----------------------------------------------------------------
+
+
+def estimated_price(
+    *, side: str, order_type: str, limit_price, quote, market: str, broker: Broker
+) -> Decimal | None:
+    """What an order is valued at before it fills: a limit order at its limit; a market order
+    at the last price moved by the broker's slippage (paper), inside the band. None without a
+    quote."""
+    if order_type == OrderType.LIMIT:
+        return limit_price
+    if not quote or quote.get("close") is None:
+        return None
+    return market_fill_price(
+        quote["close"],
+        side,
+        ticks=getattr(broker, "slippage_ticks", 0),
+        market=market,
+        band=checks.price_band(quote, market=market),
+    )
+
+
+def _reserved(order: Order, *, quote, broker: Broker) -> tuple[int, Decimal]:
+    """(shares of order.symbol that open sells may still sell, KRW open buys may still spend),
+    the other open orders of the same broker."""
+    others = Order.objects.filter(broker=order.broker, status__in=OPEN).exclude(pk=order.pk)
+    remaining = F("quantity") - F("filled_quantity")
+    figures = others.aggregate(
+        sell=Sum(remaining, filter=Q(side=Side.SELL, symbol_id=order.symbol_id)),
+        buy=Sum(
+            ExpressionWrapper(
+                remaining * F("limit_price"),
+                output_field=DecimalField(max_digits=24, decimal_places=4),
+            ),
+            filter=Q(side=Side.BUY, order_type=OrderType.LIMIT),
+        ),
+    )
+    cash = figures["buy"] or _ZERO
+    market_buys = others.filter(side=Side.BUY, order_type=OrderType.MARKET).values_list(
+        "symbol_id", "symbol__market", "quantity", "filled_quantity"
+    )
+    for symbol, market, quantity, filled in market_buys:
+        their_quote = quote if symbol == order.symbol_id else market_quote(symbol)[0]
+        price = estimated_price(
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            limit_price=None,
+            quote=their_quote,
+            market=market,
+            broker=broker,
+        )
+        if price is not None:
+            cash += price * (quantity - filled)
+    if cash:
+        cash += krx.commission(cash)
+    return figures["sell"] or 0, cash
+
+
+def _locked_account(broker: str) -> Account:
+    account = Account.objects.select_for_update().filter(broker=broker).first()
+    if account is None:
+        services.account_ensure(broker=broker)
+        account = Account.objects.select_for_update().get(broker=broker)
+    return account
+
+
+# --- checks and submission -------------------------------------------------------------------
+
+
+def check_inputs(order: Order, *, quote, now: dt.datetime, broker: Broker) -> checks.CheckInput:
+    """What the pre-trade checks see for `order` (call with the account locked)."""
+    market = order.symbol.market
+    account = _locked_account(order.broker)
+    held_reserved, cash_reserved = _reserved(order, quote=quote, broker=broker)
+    held = (
+        Position.objects.filter(symbol_id=order.symbol_id)
+        .values_list("quantity", flat=True)
+        .first()
+        or 0
+    )
+    return checks.CheckInput(
+        symbol=order.symbol_id,
+        side=order.side,
+        order_type=order.order_type,
+        quantity=order.quantity,
+        limit_price=order.limit_price,
+        market=market,
+        quote=quote,
+        now=now,
+        price=estimated_price(
+            side=order.side,
+            order_type=order.order_type,
+            limit_price=order.limit_price,
+            quote=quote,
+            market=market,
+            broker=broker,
+        ),
+        held=held,
+        held_reserved=held_reserved,
+        cash=account.cash,
+        cash_reserved=cash_reserved,
+        limits=checks.Limits.from_settings(),
+    )
+
+
+def _check_and_mark(order: Order, *, broker: Broker, actor: str) -> checks.Decision:
+    """Run the pre-trade checks on a NEW order (locked, inside atomic) and move it to SUBMITTED
+    or DENIED. The account row stays locked until the caller's transaction ends."""
+    quote, now = market_quote(order.symbol_id)
+    decision = checks.run(check_inputs(order, quote=quote, now=now, broker=broker))
+    if decision.approved:
+        services.order_transition(order, OrderStatus.SUBMITTED, actor=actor)
+    else:
+        services.order_transition(
+            order,
+            OrderStatus.DENIED,
+            actor=actor,
+            reason=decision.message,
+            reason_code=decision.code,
+        )
+        logger.info(
+            "Order %s denied: %s %s",
+            order.client_order_id,
+            decision.code,
+            decision.message,
+            extra={"metadata": {"order": order.client_order_id, "code": decision.code}},
+        )
+    return decision
+
+
+def _apply_fills(order: Order, fills, *, actor: str) -> Order:
+    for fill in fills:
+        try:
+            trade = services.order_apply_fill(
+                order_id=order.pk,
+                execution_id=fill.execution_id,
+                quantity=fill.quantity,
+                price=fill.price,
+                at=fill.time,
+                actor=actor,
+            )
+        except services.FillError as exc:
+            logger.warning(
+                "Fill %s of order %s not applied: %s",
+                fill.execution_id,
+                order.client_order_id,
+                exc.message,
+                extra={"metadata": {"order": order.client_order_id, "fill": fill.execution_id}},
+            )
+            continue
+        if trade is not None:
+            order = trade.order
+    return order
+
+
+def _apply_ack(order: Order, ack: BrokerAck, *, broker: Broker) -> Order:
+    actor = _broker_actor(broker)
+    with transaction.atomic():
+        order = _locked_order(order.pk)
+        if not ack.accepted:
+            if order.status == OrderStatus.SUBMITTED:
+                services.order_transition(
+                    order,
+                    OrderStatus.REJECTED,
+                    actor=actor,
+                    reason=ack.reason,
+                    reason_code=ack.reason_code,
+                    broker_order_id=ack.broker_order_id or None,
+                )
+                logger.info(
+                    "Order %s rejected by %s: %s %s",
+                    order.client_order_id,
+                    broker.name,
+                    ack.reason_code,
+                    ack.reason,
+                )
+            else:
+                logger.warning(
+                    "%s rejected order %s, which is %s here: %s",
+                    broker.name,
+                    order.client_order_id,
+                    order.status,
+                    ack.reason,
+                )
+            return order
+        if order.status == OrderStatus.SUBMITTED:
+            services.order_transition(
+                order,
+                OrderStatus.ACCEPTED,
+                actor=actor,
+                broker_order_id=ack.broker_order_id or None,
+            )
+        return _apply_fills(order, ack.fills, actor=actor)
+
+
+def _send(order: Order, *, broker: Broker) -> Order:
+    """broker.submit() outside any transaction, then the answer applied. A broker that fails
+    leaves the order SUBMITTED (recover() submits it again)."""
+    try:
+        ack = broker.submit(order)
+    except Exception:
+        logger.exception(
+            "%s: submit of order %s failed; it stays SUBMITTED and is sent again on recovery.",
+            broker.name,
+            order.client_order_id,
+        )
+        return order
+    return _apply_ack(order, ack, broker=broker)
+
+
+def order_place(
+    *,
+    client_order_id: str,
+    symbol: str,
+    side: str,
+    order_type: str,
+    quantity: int,
+    limit_price: Decimal | None = None,
+    user=None,
+    strategy: Strategy | None = None,
+    signal: Signal | None = None,
+    actor: str,
+) -> tuple[Order, bool]:
+    """Create (idempotently), check and submit an order. Returns (order as it stands after
+    submission, created). The same client_order_id again returns the same order untouched (a
+    SUBMITTED one left by a crash is recover()'s to send); with other terms it is a Conflict
+    (services.order_create)."""
+    broker = get_broker()
+    with transaction.atomic():
+        order, created = services.order_create(
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            order_type=order_type,
+            quantity=quantity,
+            limit_price=limit_price,
+            user=user,
+            strategy=strategy,
+            signal=signal,
+            broker=broker.name,
+            actor=actor,
+        )
+        if order.status != OrderStatus.NEW:
+            return order, created
+        if not created:
+            order = _locked_order(order.pk)
+            if order.status != OrderStatus.NEW:
+                return order, created
+            broker = get_broker(order.broker)
+        decision = _check_and_mark(order, broker=broker, actor=actor)
+    if decision.approved:
+        order = _send(order, broker=broker)
+    return order, created
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def _send_cancel(order: Order) -> Order:
+    broker = get_broker(order.broker)
+    try:
+        ack = broker.cancel(order)
+    except Exception:
+        logger.exception(
+            "%s: cancel of order %s failed; it stays CANCEL_PENDING and is sent again on recovery.",
+            broker.name,
+            order.client_order_id,
+        )
+        return order
+    actor = _broker_actor(broker)
+    with transaction.atomic():
+        order = _locked_order(order.pk)
+        if order.status != OrderStatus.CANCEL_PENDING:
+            return order  # filled (or settled otherwise) meanwhile
+        if ack.accepted:
+            return services.order_transition(
+                order, OrderStatus.CANCELED, actor=actor, reason=order.reason or "Canceled."
+            )
+        return services.order_transition(
+            order,
+            OrderStatus.ACCEPTED,
+            actor=actor,
+            reason=f"Cancel refused by {broker.name}: {ack.reason}",
+            reason_code=ack.reason_code,
+        )
+
+
+def order_cancel(*, order_id: int, actor: str, reason: str = "") -> Order:
+    """Cancel an order: a NEW one at once; a live one through its broker (CANCEL_PENDING, then
+    CANCELED, or back to ACCEPTED when the broker refuses). A final order: IllegalTransition
+    (a Conflict) naming its status. Returns the order as it stands."""
+    order = services.order_request_cancel(order_id=order_id, actor=actor, reason=reason)
+    if order.status != OrderStatus.CANCEL_PENDING:
+        return order
+    return _send_cancel(order)
+
+
+# --- signals ---------------------------------------------------------------------------------
+
+
+def max_shares(budget: Decimal, price: Decimal, *, rate: Decimal | None = None) -> int:
+    """The most whole shares at `price` whose value plus commission fits in `budget`."""
+    if budget <= 0 or price is None or price <= 0:
+        return 0
+    rate = krx.commission_rate() if rate is None else rate
+    quantity = int(budget / (price * (1 + rate)))
+    while quantity > 0 and price * quantity + krx.commission(price * quantity, rate=rate) > budget:
+        quantity -= 1
+    while price * (quantity + 1) + krx.commission(price * (quantity + 1), rate=rate) <= budget:
+        quantity += 1
+    return quantity
+
+
+def _strategy_book(strategy: Strategy, symbol: str) -> tuple[int, int, int]:
+    """(shares the strategy holds in `symbol` net of its trades, its open buy orders' remaining
+    shares, its open sell orders' remaining shares)."""
+    traded = Trade.objects.filter(strategy=strategy.name, symbol_id=symbol).aggregate(
+        bought=Sum("quantity", filter=Q(side=Side.BUY)),
+        sold=Sum("quantity", filter=Q(side=Side.SELL)),
+    )
+    remaining = F("quantity") - F("filled_quantity")
+    pending = Order.objects.filter(
+        strategy=strategy, symbol_id=symbol, status__in=(*OPEN, OrderStatus.NEW)
+    ).aggregate(
+        buy=Sum(remaining, filter=Q(side=Side.BUY)),
+        sell=Sum(remaining, filter=Q(side=Side.SELL)),
+    )
+    held = (traded["bought"] or 0) - (traded["sold"] or 0)
+    return held, pending["buy"] or 0, pending["sell"] or 0
+
+
+def size_signal(signal: Signal, *, quote, broker: Broker) -> tuple[int, str, Decimal | None]:
+    """(quantity, why nothing when 0, the price it was sized at) for a signal.
+
+    BUY: each of the strategy's symbols gets capital_allocation / len(symbols); less what the
+    strategy already holds there and has in open buy orders, valued at the estimated fill price;
+    the rest buys the most whole shares that fit with their commission.
+    SELL: what the strategy holds there (its own trades, net) less its open sells, at most what
+    the position has free (less every open sell order).
+    signal.quantity, when given, caps either.
+    """
+    strategy = signal.strategy
+    symbol = signal.symbol_id
+    market = signal.symbol.market
+    held, open_buys, open_sells = _strategy_book(strategy, symbol)
+    asked = signal.quantity
+    if signal.action == Side.BUY:
+        price = estimated_price(
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            limit_price=None,
+            quote=quote,
+            market=market,
+            broker=broker,
+        )
+        price = price or signal.price  # no quote: sized at the signal's price; checks deny
+        per_symbol = strategy.capital_allocation / max(len(strategy.symbols or ()), 1)
+        committed = (held + open_buys) * price
+        quantity = max_shares(per_symbol - committed, price)
+        if asked is not None:
+            quantity = min(quantity, asked)
+        if quantity <= 0:
+            return (
+                0,
+                f"Nothing to buy: {strategy.name} has {per_symbol:,.0f} KRW per symbol and "
+                f"already holds {held:,} {symbol} (+{open_buys:,} in open orders) = "
+                f"{committed:,.0f} KRW at {price:,}; not enough left for one share with "
+                "commission.",
+                price,
+            )
+        return quantity, "", price
+    position = (
+        Position.objects.filter(symbol_id=symbol).values_list("quantity", flat=True).first() or 0
+    )
+    all_open_sells = (
+        Order.objects.filter(symbol_id=symbol, side=Side.SELL, status__in=OPEN).aggregate(
+            n=Sum(F("quantity") - F("filled_quantity"))
+        )["n"]
+        or 0
+    )
+    own = held - open_sells
+    free = position - all_open_sells
+    quantity = min(own, free)
+    if asked is not None:
+        quantity = min(quantity, asked)
+    if quantity <= 0:
+        return (
+            0,
+            f"Nothing to sell: {strategy.name} holds {held:,} {symbol} by its own trades "
+            f"({open_sells:,} already in its open sells); the position has {free:,} free "
+            f"of {position:,}.",
+            None,
+        )
+    return quantity, "", None
+
+
+def signal_client_order_id(signal: Signal | int) -> str:
+    return f"sig-{signal.pk if isinstance(signal, Signal) else signal}"
+
+
+def _skip(signal: Signal, reason: str) -> None:
+    signal.outcome = SignalOutcome.SKIPPED
+    signal.outcome_reason = reason
+    signal.save(update_fields=["outcome", "outcome_reason"])
+    logger.info("Signal %s skipped: %s", signal.pk, reason)
+
+
+def order_from_signal(*, signal_id: int) -> Order | None:
+    """The order of a signal: sized, checked and submitted; the signal marked ORDERED (or
+    SKIPPED with the reason, returning None) in the same transaction as the order. A signal
+    handled before returns its order (or None) and changes nothing."""
+    broker = get_broker()
+    with transaction.atomic():
+        signal = (
+            Signal.objects.select_for_update(of=("self",))
+            .select_related("strategy", "symbol")
+            .filter(pk=signal_id)
+            .first()
+        )
+        if signal is None:
+            raise NotFound(f"No signal {signal_id}.")
+        if signal.outcome != SignalOutcome.PENDING:
+            return Order.objects.filter(signal_id=signal.pk).first()
+        if not signal.strategy.enabled:
+            _skip(signal, f"Strategy {signal.strategy.name} is disabled.")
+            return None
+        quote, _ = market_quote(signal.symbol_id)
+        quantity, why, _ = size_signal(signal, quote=quote, broker=broker)
+        if quantity <= 0:
+            _skip(signal, why)
+            return None
+        order, _ = services.order_create(
+            client_order_id=signal_client_order_id(signal),
+            symbol=signal.symbol_id,
+            side=signal.action,
+            order_type=OrderType.MARKET,
+            quantity=quantity,
+            strategy=signal.strategy,
+            signal=signal,
+            broker=broker.name,
+            actor=ENGINE_ACTOR,
+        )
+        order.symbol = signal.symbol
+        decision = _check_and_mark(order, broker=broker, actor=ENGINE_ACTOR)
+        signal.outcome = SignalOutcome.ORDERED
+        signal.outcome_reason = (
+            "" if decision.approved else f"Order denied: {decision.code} {decision.message}"
+        )
+        signal.save(update_fields=["outcome", "outcome_reason"])
+    if decision.approved:
+        order = _send(order, broker=broker)
+    return order
+
+
+# --- paper matching and recovery -------------------------------------------------------------
+
+
+def open_paper_symbols() -> set[str]:
+    """Symbols with open paper orders (the ones a quote may fill)."""
+    return set(
+        Order.objects.filter(broker=PAPER, status__in=OPEN)
+        .values_list("symbol_id", flat=True)
+        .distinct()
+    )
+
+
+def match_open_orders(*, symbol: str) -> int:
+    """Fill the open paper orders of `symbol` that its current quote reaches. Returns how many
+    paper orders of the symbol are still open (0: the caller may stop watching it)."""
+    orders = list(
+        Order.objects.filter(broker=PAPER, symbol_id=symbol, status__in=MATCHABLE)
+        .select_related("symbol", "strategy")
+        .order_by("created_at", "id")
+    )
+    if orders:
+        broker = get_broker(PAPER)
+        due: dict[int, list[BrokerFill]] = broker.match(orders, symbol=symbol)
+        for order in orders:
+            if order.pk in due:
+                _apply_fills(order, due[order.pk], actor=_broker_actor(broker))
+    return Order.objects.filter(broker=PAPER, symbol_id=symbol, status__in=OPEN).count()
+
+
+def _signal_max_age() -> dt.timedelta:
+    return dt.timedelta(seconds=float(getattr(settings, "SIGNAL_MAX_AGE_SECONDS", 300)))
+
+
+def _expire_signal(signal_id: int, now: dt.datetime) -> None:
+    with transaction.atomic():
+        signal = Signal.objects.select_for_update().filter(pk=signal_id).first()
+        if signal is not None and signal.outcome == SignalOutcome.PENDING:
+            _skip(
+                signal,
+                f"Expired: made at {signal.created_at.isoformat()}, not ordered by "
+                f"{now.isoformat()} (SIGNAL_MAX_AGE_SECONDS "
+                f"{_signal_max_age().total_seconds():g}).",
+            )
+
+
+def _resume_new(order_id: int) -> Order:
+    with transaction.atomic():
+        order = _locked_order(order_id)
+        if order.status != OrderStatus.NEW:
+            return order
+        broker = get_broker(order.broker)
+        decision = _check_and_mark(order, broker=broker, actor=ENGINE_ACTOR)
+    return _send(order, broker=broker) if decision.approved else order
+
+
+def recover(*, min_age: float | None = None) -> dict[str, int]:
+    """Finish whatever a crash (or a lost notification) left half done; safe to run at any
+    time, from several processes at once. `min_age` (seconds): leave alone what is younger
+    (it is probably in someone's hands right now). Returns counts by kind."""
+    now = timezone.now()
+    cutoff = now - dt.timedelta(seconds=min_age) if min_age else None
+    counts = {"signals": 0, "expired": 0, "new": 0, "submitted": 0, "cancels": 0, "matched": 0}
+
+    def young(field: str) -> Q:
+        return Q(**{f"{field}__lte": cutoff}) if cutoff else Q()
+
+    def each(kind: str, ids, work) -> None:
+        for pk in ids:
+            try:
+                work(pk)
+                counts[kind] += 1
+            except Exception:
+                logger.exception("Recovery of %s %s failed; next sweep tries again.", kind, pk)
+
+    expiry = now - _signal_max_age()
+    pending = list(
+        Signal.objects.filter(Q(outcome=SignalOutcome.PENDING) & young("created_at"))
+        .order_by("created_at", "id")
+        .values_list("pk", "created_at")
+    )
+    each("expired", [pk for pk, at in pending if at < expiry], lambda pk: _expire_signal(pk, now))
+    each(
+        "signals",
+        [pk for pk, at in pending if at >= expiry],
+        lambda pk: order_from_signal(signal_id=pk),
+    )
+    each(
+        "new",
+        Order.objects.filter(Q(status=OrderStatus.NEW) & young("created_at"))
+        .order_by("id")
+        .values_list("pk", flat=True),
+        _resume_new,
+    )
+
+    def resubmit(pk: int) -> None:
+        order = Order.objects.select_related("symbol", "strategy").get(pk=pk)
+        if order.status == OrderStatus.SUBMITTED:
+            _send(order, broker=get_broker(order.broker))
+
+    each(
+        "submitted",
+        Order.objects.filter(Q(status=OrderStatus.SUBMITTED) & young("submitted_at"))
+        .order_by("id")
+        .values_list("pk", flat=True),
+        resubmit,
+    )
+
+    def recancel(pk: int) -> None:
+        order = Order.objects.select_related("symbol", "strategy").get(pk=pk)
+        if order.status == OrderStatus.CANCEL_PENDING:
+            _send_cancel(order)
+
+    each(
+        "cancels",
+        Order.objects.filter(Q(status=OrderStatus.CANCEL_PENDING) & young("updated_at"))
+        .order_by("id")
+        .values_list("pk", flat=True),
+        recancel,
+    )
+    symbols = (
+        Order.objects.filter(broker=PAPER, status__in=MATCHABLE)
+        .values_list("symbol_id", flat=True)
+        .distinct()
+    )
+    each("matched", list(symbols), lambda symbol: match_open_orders(symbol=symbol))
+    return counts
+
+
+__all__ = [
+    "ENGINE_ACTOR",
+    "check_inputs",
+    "estimated_price",
+    "match_open_orders",
+    "max_shares",
+    "open_paper_symbols",
+    "order_cancel",
+    "order_from_signal",
+    "order_place",
+    "recover",
+    "signal_client_order_id",
+    "size_signal",
+]
