@@ -14,7 +14,13 @@ from marketdata.api import (
 from ops.api import SystemLogViewSet
 from qbsite.api import TokenView, UserViewSet
 from risk.api import RiskMetricViewSet
-from trading.api import PositionViewSet, StrategyPerformanceViewSet, TradeViewSet
+from trading.api import (
+    AccountViewSet,
+    OrderViewSet,
+    PositionViewSet,
+    StrategyPerformanceViewSet,
+    TradeViewSet,
+)
 
 router = DefaultRouter()
 router.register("stocks", StockViewSet, basename="stock")
@@ -22,6 +28,8 @@ router.register("market-data", MarketDataViewSet, basename="market-data")
 router.register("trades", TradeViewSet, basename="trade")
 router.register("positions", PositionViewSet, basename="position")
 router.register("strategy-performance", StrategyPerformanceViewSet, basename="strategy-performance")
+router.register("orders", OrderViewSet, basename="order")
+router.register("accounts", AccountViewSet, basename="account")
 router.register("risk-metrics", RiskMetricViewSet, basename="risk-metric")
 router.register("system-logs", SystemLogViewSet, basename="system-log")
 router.register("users", UserViewSet, basename="user")

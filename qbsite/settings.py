@@ -241,6 +241,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # One schema name per choice set shared by several fields (orders.status and
+    # order_transitions.to_status; trades.status beside it).
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "trading.models.OrderStatus",
+        "TradeStatusEnum": "trading.models.TradeStatus",
+    },
 }
 
 # --- QB domain settings -------------------------------------------------------------------

@@ -22,6 +22,8 @@ from qbsite.tests.api_factories import (
     make_trade,
     minutes,
 )
+from trading.models import Order
+from trading.services import account_ensure, order_create
 
 ROLES = ("anonymous", "stranger", "client", "trader", "operator")
 
@@ -56,6 +58,16 @@ MATRIX = {
     "trades": READ_ONLY,
     "positions": READ_ONLY,
     "strategy-performance": READ_ONLY,
+    # Orders are placed by operators and traders (a market order without a quote is DENIED:
+    # still a created order) and never edited or deleted (canceled: trading/tests).
+    "orders": {
+        "list": READ_ALL,
+        "retrieve": READ_ALL,
+        "create": (401, 403, 403, 201, 201),
+        "update": (401, 403, 403, 405, 405),
+        "delete": (401, 403, 403, 405, 405),
+    },
+    "accounts": READ_ONLY,
     "risk-metrics": READ_ONLY,
     "system-logs": {**READ_ONLY, "list": READ_OPERATOR, "retrieve": READ_OPERATOR},
     # The detail object is another client's account: hidden (404) from a trader or a client.
@@ -88,6 +100,11 @@ def world(db):
     performance = make_performance()
     metric = make_risk_metric()
     log = make_log()
+    order, _ = order_create(
+        client_order_id="w-1", symbol="005930", side="BUY", order_type="MARKET", quantity=1,
+        actor="test",
+    )  # fmt: skip
+    account_ensure(broker="paper")
     carl = User.objects.create_user("carl-client", "carl@example.com", "x")
     carl.groups.add(Group.objects.get_or_create(name=CLIENT_GROUP)[0])
     return {
@@ -96,6 +113,17 @@ def world(db):
         "trades": (trade.pk, {}),
         "positions": (samsung.symbol, {}),
         "strategy-performance": (performance.pk, {}),
+        "orders": (
+            order.pk,
+            {
+                "client_order_id": "w-2",
+                "symbol": "005930",
+                "side": "BUY",
+                "order_type": "MARKET",
+                "quantity": 1,
+            },
+        ),
+        "accounts": ("paper", {}),
         "risk-metrics": (metric.pk, {}),
         "system-logs": (log.pk, {}),
         "users": (carl.pk, {}),
@@ -130,6 +158,7 @@ def _state():
     return (
         list(Stock.objects.values_list("symbol", "name")),
         MarketData.objects.count(),
+        Order.objects.count(),
         list(User.objects.order_by("pk").values_list("username", "first_name", "last_name")),
     )
 
