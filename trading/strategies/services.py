@@ -80,9 +80,12 @@ def _symbols(value) -> list[str]:
     return symbols
 
 
-def _check(strategy: Strategy, *, validate_unique: bool) -> None:
-    """Everything a Strategy row must satisfy before it is written. Sets the cleaned
-    parameters (JSON form, defaults filled) on `strategy`."""
+def strategy_validate(strategy: Strategy, *, previous_name: str | None = None) -> None:
+    """The checks beyond the model's own (full_clean): kind, parameters, interval, symbols,
+    and the name of a strategy with trades. Raises InvalidInput (details["field"] names the
+    field; ParameterError for the parameters, UnknownStrategyKind for the kind) or Conflict.
+    Sets the cleaned parameters (JSON form, defaults filled) and symbols on `strategy`.
+    The admin form calls it to show these as field errors before the service runs."""
     cls = get_strategy_class(strategy.kind)
     strategy.parameters = validate_parameters(strategy.kind, strategy.parameters)
     if strategy.interval not in INTERVALS:
@@ -104,7 +107,7 @@ def _check(strategy: Strategy, *, validate_unique: bool) -> None:
         missing = [s for s in strategy.symbols if s not in known]
         if missing:
             raise StrategyError(
-                f"Unknown symbol{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))}: "
+                f"Unknown symbol{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
                 "not in stocks_metadata (load or add the stock first).",
                 details={"field": "symbols", "missing": missing},
             )
@@ -112,7 +115,17 @@ def _check(strategy: Strategy, *, validate_unique: bool) -> None:
         raise StrategyError(
             "An enabled strategy needs at least one symbol.", details={"field": "symbols"}
         )
-    strategy.full_clean(validate_unique=validate_unique)
+    if (
+        previous_name is not None
+        and strategy.name != previous_name
+        and Trade.objects.filter(strategy=previous_name).exists()
+    ):
+        raise Conflict(
+            f"Strategy {previous_name} has trades recorded under its name; it cannot be "
+            "renamed (create a new strategy instead).",
+            code="strategy_renamed",
+            details={"field": "name"},
+        )
 
 
 def strategy_create(
@@ -135,7 +148,8 @@ def strategy_create(
         enabled=enabled,
         capital_allocation=capital_allocation,
     )
-    _check(strategy, validate_unique=True)
+    strategy_validate(strategy)
+    strategy.full_clean()
     with transaction.atomic():
         strategy.save(force_insert=True)
     logger.info("Strategy %s (%s) created, enabled=%s.", strategy.name, strategy.kind, enabled)
@@ -158,23 +172,19 @@ def strategy_update(*, strategy: Strategy, **changes) -> Strategy:
     if not changes:
         return strategy
     with transaction.atomic():
+        previous_name = None
         if strategy.pk is not None:
-            current = Strategy.objects.select_for_update().get(pk=strategy.pk)
-            if (
-                "name" in changes
-                and changes["name"] != current.name
-                and Trade.objects.filter(strategy=current.name).exists()
-            ):
-                raise Conflict(
-                    f"Strategy {current.name} has trades recorded under its name; it cannot be "
-                    "renamed (create a new strategy instead).",
-                    code="strategy_renamed",
-                )
+            previous_name = (
+                Strategy.objects.select_for_update()
+                .values_list("name", flat=True)
+                .get(pk=strategy.pk)
+            )
         for name, value in changes.items():
             setattr(strategy, name, value)
         if changes.get("enabled"):
             strategy.disabled_reason = ""
-        _check(strategy, validate_unique="name" in changes)
+        strategy_validate(strategy, previous_name=previous_name)
+        strategy.full_clean(validate_unique="name" in changes)
         strategy.save()
     return strategy
 
