@@ -94,6 +94,16 @@ class InvalidIntent(InvalidInput):
     code = "signal_intent"
 
 
+_TYPE_KEYS = {
+    int: "int",
+    float: "float",
+    Decimal: "decimal",
+    bool: "bool",
+    str: "str",
+    dt.time: "time",
+}
+
+
 def _type_name(kind: type) -> str:
     return {dt.time: "time (HH:MM)", Decimal: "decimal"}.get(kind, kind.__name__)
 
@@ -180,6 +190,17 @@ class Param:
         if self.type is dt.time:
             return typed.strftime("%H:%M:%S" if typed.second else "%H:%M")
         return typed
+
+    def schema(self) -> dict:
+        """The declaration in JSON form (the API's list of kinds)."""
+        return {
+            "type": _TYPE_KEYS[self.type],
+            "default": self.to_json(self.clean(self.default)),
+            "min": None if self.min is None else self.to_json(self._bound(self.min)),
+            "max": None if self.max is None else self.to_json(self._bound(self.max)),
+            "choices": list(self.choices),
+            "help": self.help,
+        }
 
     def describe(self) -> str:
         """One line for the admin's help: type, default, bounds, help."""
