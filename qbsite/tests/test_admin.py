@@ -25,15 +25,35 @@ from marketdata.models import MarketData, MarketDataRow, Stock
 from ops.models import SystemLog
 from qbsite.roles import TRADER_GROUP
 from risk.models import RiskMetric
-from trading.models import Position, StrategyPerformance, Trade
+from trading.models import (
+    Account,
+    Order,
+    OrderTransition,
+    Position,
+    Signal,
+    Strategy,
+    StrategyPerformance,
+    Trade,
+)
+from trading.services import account_ensure, order_create
 
 REGISTERED = sorted(admin.site._registry, key=lambda model: model._meta.label)
 QB_APPS = ("marketdata", "trading", "risk", "ops")
 
 # Adding makes no sense for these (engine output, ledger, audit trail, roles), or is kept to
 # superusers (groups). Every registered model must be in one of the two sets.
-OPERATOR_ADDS = {Stock, Position, User, TokenProxy}
-OPERATOR_CANNOT_ADD = {MarketDataRow, Trade, StrategyPerformance, RiskMetric, SystemLog, Group}
+OPERATOR_ADDS = {Stock, Position, Strategy, Account, User, TokenProxy}
+OPERATOR_CANNOT_ADD = {
+    MarketDataRow,
+    Trade,
+    Signal,
+    Order,
+    OrderTransition,
+    StrategyPerformance,
+    RiskMetric,
+    SystemLog,
+    Group,
+}
 
 NOT_OPERATORS = ("trader", "client", "stranger", "anonymous")
 
@@ -86,6 +106,18 @@ def objects(db, trader):
         strategy="sma_cross", date=now.date(), total_return=Decimal("0.0123"), trades_count=1
     )
     metric = RiskMetric.objects.create(timestamp=now, portfolio_value=Decimal("100000000"))
+    strategy = Strategy.objects.create(
+        name="sma-cross", kind="sma_crossover", capital_allocation=Decimal("1000000")
+    )
+    signal = Signal.objects.create(
+        strategy=strategy, symbol=stock, interval="1m", time=now, action="BUY",
+        price=Decimal("70400"),
+    )  # fmt: skip
+    order, _ = order_create(
+        client_order_id="adm-1", symbol="005930", side="BUY", order_type="MARKET", quantity=1,
+        actor="test",
+    )  # fmt: skip
+    account = account_ensure(broker="paper")
     log = SystemLog.objects.create(
         timestamp=now, level="ERROR", component="qb.collector", message="feed lost"
     )
@@ -99,6 +131,11 @@ def objects(db, trader):
         Position: (position, position.pk),
         StrategyPerformance: (performance, performance.pk),
         RiskMetric: (metric, metric.pk),
+        Strategy: (strategy, strategy.pk),
+        Signal: (signal, signal.pk),
+        Order: (order, order.pk),
+        OrderTransition: (order.transitions.get(), order.transitions.get().pk),
+        Account: (account, account.pk),
         SystemLog: (log, log.pk),
         User: (trader, trader.pk),
         Group: (group, group.pk),
@@ -200,6 +237,10 @@ SEARCH_TERMS = {
     Trade: "0059",
     Position: "0059",
     StrategyPerformance: "sma",
+    Strategy: "sma",
+    Signal: "0059",
+    Order: "0059",
+    OrderTransition: "adm-1",
     SystemLog: "qb.coll",
     User: "tom",
     Group: "trad",

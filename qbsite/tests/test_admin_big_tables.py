@@ -45,9 +45,9 @@ BIG = {
         "search": "0059",
         "filters": {"side__exact": "BUY", "status__exact": "PENDING"},
         "fill": "INSERT INTO trades (timestamp, symbol, side, quantity, price, commission, tax,"
-        " strategy, order_type, status)"
+        " strategy, order_type, status, execution_id)"
         " SELECT now() - g * interval '1 second', '000660', 'BUY', 1, 100, 0, 0, '', 'LIMIT',"
-        " 'PENDING' FROM generate_series(1, %s) g",
+        " 'PENDING', '' FROM generate_series(1, %s) g",
     },
 }
 
