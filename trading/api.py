@@ -145,7 +145,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     lookup_value_regex = "[0-9]+"
 
     def get_queryset(self):
-        if self.action == "list":
+        if self.action in ("list", "cancel"):
             return selectors.order_list()
         return selectors.order_detail()
 
