@@ -433,7 +433,7 @@ def test_holdings_count_own_trades_and_unfinished_orders(stocks):
     assert strategy_holdings(symbol="005930", strategies=[]) == {}
 
 
-def test_holdings_are_two_queries_however_many_strategies(stocks, django_assert_num_queries):
+def test_holdings_are_one_query_however_many_strategies(stocks, django_assert_num_queries):
     strategies = [make(f"s{i}") for i in range(5)]
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         strategy_holdings(symbol="005930", strategies=strategies)

@@ -244,6 +244,46 @@ def test_closes_end_with_the_events_close_and_stop_at_the_limit():
     )
 
 
+def test_the_parse_memo_gives_the_same_closes_and_parses_each_item_once(monkeypatch):
+    from trading.engines import strategy as module
+
+    candles = series([100, 101, 102, 103, 104, 105, 106])
+    parsed = []
+    real = module._parse_list_item
+    monkeypatch.setattr(
+        module,
+        "_parse_list_item",
+        lambda item, interval: parsed.append(item) or real(item, interval),
+    )
+    memo = {}
+    first = closes_until(
+        _raw(candles[:6]), interval="1m", until=candles[5].time, last_close=Decimal(105),
+        limit=10, memo=memo,
+    )  # fmt: skip
+    assert first == _closes([100, 101, 102, 103, 104, 105]) and len(parsed) == 6
+    second = closes_until(
+        _raw(candles), interval="1m", until=candles[6].time, last_close=Decimal(106),
+        limit=10, memo=memo,
+    )  # fmt: skip
+    assert second == _closes([100, 101, 102, 103, 104, 105, 106])
+    assert len(parsed) == 7  # only the new head was parsed
+
+
+async def test_the_engine_keeps_memos_of_a_bounded_number_of_series(aredis, monkeypatch):
+    from trading.engines import strategy as module
+
+    monkeypatch.setattr(module, "MEMO_KEYS", 3)
+    engine = StrategyEngine(redis_client=aredis)
+    for symbol in ("000001", "000002", "000003", "000004"):
+        engine._memo(symbol, "1m", [])
+    engine._memo("000002", "1m", [])  # used again: the newest
+    engine._memo("000005", "1m", [])
+    assert list(engine._parsed) == [("000004", "1m"), ("000002", "1m"), ("000005", "1m")]
+    memo = engine._memo("000005", "1m", [b"a"])
+    memo.update({b"a": None, b"b": None})
+    assert engine._memo("000005", "1m", [b"a", b"c"]) == {b"a": None}  # only this read's
+
+
 # --- the plain function ----------------------------------------------------------------------
 
 
@@ -306,15 +346,15 @@ def test_a_replayed_candle_makes_no_second_signal_and_no_second_event(
 
 
 @pytest.mark.django_db
-def test_evaluate_is_two_queries_plus_the_signal(django_assert_num_queries):
+def test_evaluate_is_one_query_plus_the_signal(django_assert_num_queries):
     stocks()
     for i in range(5):
         make(f"s{i}", parameters={"window": 10})  # no opinion: reads holdings only
     make("buyer")
     loaded = _loaded(*(f"s{i}" for i in range(5)), "buyer")
-    # holdings (trades, orders) + the signal's SAVEPOINT, INSERT, RELEASE inside the test's
-    # transaction (BEGIN ... COMMIT outside one)
-    with django_assert_num_queries(5):
+    # holdings (trades and orders in one) + the signal's SAVEPOINT, INSERT, RELEASE inside
+    # the test's transaction (BEGIN ... COMMIT outside one)
+    with django_assert_num_queries(4):
         strategies_evaluate(candle=candle(4, UP[-1]), closes=_closes(UP), strategies=loaded)
 
 
