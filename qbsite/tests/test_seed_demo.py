@@ -9,8 +9,14 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
 from marketdata.models import Market, Stock
-from qbsite.management.commands.seed_demo import DEMO_STOCKS, OPERATOR_USERNAME
+from qbsite.management.commands.seed_demo import (
+    DEMO_STOCKS,
+    DEMO_STRATEGIES,
+    OPERATOR_USERNAME,
+)
 from qbsite.roles import CLIENT_GROUP, TRADER_GROUP, Role, role_of
+from trading.models import Account, Strategy
+from trading.strategies import validate_parameters
 
 pytestmark = pytest.mark.django_db
 
@@ -84,3 +90,22 @@ def test_symbols_are_valid_krx_codes_and_markets():
         assert re.fullmatch(r"\d{6}", symbol), symbol
         assert name and sector
         assert market in Market.values
+
+
+def test_demo_strategies_and_the_paper_account_are_made_once_and_edits_stay():
+    output = seed()
+    assert "demo-mean5" in output
+    assert Account.objects.get(broker="paper").cash == Account.objects.get().initial_cash > 0
+    strategies = {s.name: s for s in Strategy.objects.all()}
+    assert set(strategies) == {name for name, *_ in DEMO_STRATEGIES}
+    for strategy in strategies.values():
+        assert strategy.enabled and strategy.symbols and strategy.interval == "1m"
+        # Stored as the class's validation returns them: every declared parameter, defaults in.
+        assert strategy.parameters == validate_parameters(strategy.kind, strategy.parameters)
+        assert set(strategy.symbols) <= set(Stock.objects.values_list("symbol", flat=True))
+
+    Strategy.objects.filter(name="demo-sma").update(enabled=False)
+    second = seed()
+    assert "Demo strategies created" not in second
+    assert Strategy.objects.count() == len(DEMO_STRATEGIES)
+    assert not Strategy.objects.get(name="demo-sma").enabled

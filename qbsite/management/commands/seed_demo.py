@@ -1,4 +1,5 @@
-"""`manage.py seed_demo`: the role groups, a demo operator and a dozen real KRX symbols.
+"""`manage.py seed_demo`: the role groups, a demo operator, a dozen real KRX symbols, the paper
+account and three demo strategies (enabled, so `make run` shows signals, orders and fills).
 
 Idempotent: a second run changes nothing and prints no secret. The operator's password and
 API token are printed once, when they are created; after that, use
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand
@@ -18,6 +20,7 @@ from rest_framework.authtoken.models import Token
 from marketdata.models import Market, Stock
 from marketdata.services import stock_upsert
 from qbsite.roles import CLIENT_GROUP, TRADER_GROUP
+from trading.models import Strategy
 
 OPERATOR_USERNAME = "operator"
 
@@ -40,11 +43,19 @@ DEMO_STOCKS = [
     ("069500", "KODEX 200", "Index ETF (KOSPI 200)", Market.ETF),
 ]
 
+# name, kind, symbols, allocation (KRW): 70 M of the paper account's 100 M, on 1-minute candles.
+DEMO_STRATEGIES = [
+    ("demo-mean5", "sample_mean5", ["005930", "000660", "035420"], Decimal("30000000")),
+    ("demo-sma", "sma_crossover", ["005380", "068270", "105560"], Decimal("20000000")),
+    ("demo-rsi", "rsi_reversion", ["247540", "086520"], Decimal("20000000")),
+]
+
 
 @dataclass
 class SeedResult:
     groups_created: list[str]
     stocks_created: int
+    strategies_created: list[str]
     operator_password: str | None  # set only when the operator was created just now
     operator_token: str | None  # set only when the token was created just now
 
@@ -61,6 +72,24 @@ def seed_demo() -> SeedResult:
             stock_upsert(symbol=symbol, name=name, sector=sector, market=market)
             stocks_created += 1
 
+    # Created only when missing: an operator's later edits (or disabling one) stay.
+    from trading.services import account_ensure
+    from trading.strategies.services import strategy_create
+
+    account_ensure(broker="paper")
+    strategies_created = []
+    for name, kind, symbols, allocation in DEMO_STRATEGIES:
+        if not Strategy.objects.filter(name=name).exists():
+            strategy_create(
+                name=name,
+                kind=kind,
+                symbols=symbols,
+                capital_allocation=allocation,
+                interval="1m",
+                enabled=True,
+            )
+            strategies_created.append(name)
+
     password = None
     operator = User.objects.filter(username=OPERATOR_USERNAME).first()
     if operator is None:
@@ -69,7 +98,11 @@ def seed_demo() -> SeedResult:
         operator = User.objects.create_superuser(OPERATOR_USERNAME, "", password)
     token, token_created = Token.objects.get_or_create(user=operator)
     return SeedResult(
-        groups_created, stocks_created, password, token.key if token_created else None
+        groups_created,
+        stocks_created,
+        strategies_created,
+        password,
+        token.key if token_created else None,
     )
 
 
@@ -84,6 +117,11 @@ class Command(BaseCommand):
             f"Demo symbols: {result.stocks_created} created, "
             f"{len(DEMO_STOCKS) - result.stocks_created} already there."
         )
+        if result.strategies_created:
+            self.stdout.write(
+                f"Demo strategies created (enabled, paper broker): "
+                f"{', '.join(result.strategies_created)}."
+            )
         if result.operator_password:
             self.stdout.write(
                 self.style.WARNING(
