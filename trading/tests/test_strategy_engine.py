@@ -773,3 +773,43 @@ async def test_redis_gone_fails_the_event_not_the_engine(aredis, redis_client, c
     push_list(redis_client, series(UP))
     await engine.handle(envelope(candle(4, UP[-1])))
     assert engine.counts["signals"] == 1
+
+
+def test_the_registry_names_this_engine():
+    from qbsite.engines import load_engine_class
+
+    assert load_engine_class("strategy") is StrategyEngine
+
+
+@committed
+async def test_the_engine_in_the_runtime_turns_a_candle_into_a_signal(aredis, redis_client):
+    from marketdata.keys import heartbeat_key
+    from qbsite.engines import Runtime
+
+    await sync_to_async(stocks)()
+    await sync_to_async(make)("sample")
+    candles = series(UP)
+    push_list(redis_client, candles)
+    engine = StrategyEngine()
+    runtime = Runtime([engine], heartbeat_seconds=0.2, backoff_initial=0.05, backoff_max=0.2)
+    task = asyncio.create_task(runtime.run(handle_signals=False))
+    try:
+        async with asyncio.timeout(WAIT):  # ready, and its channel in the groups
+            while (await aredis.hget(heartbeat_key("strategy"), "ready")) != b"1":
+                await asyncio.sleep(0.05)
+        await events.apublish(
+            EventType.CANDLE_CLOSED,
+            {"symbol": SYMBOL, "interval": "1m", "candle": candles[4].to_dict()},
+            source="collector",
+        )
+        async with asyncio.timeout(WAIT):
+            while not await sync_to_async(Signal.objects.exists)():
+                await asyncio.sleep(0.05)
+        stats = json.loads(await aredis.hget(heartbeat_key("strategy"), "stats"))
+        assert stats["strategies"] == 1
+    finally:
+        runtime.request_stop()
+        async with asyncio.timeout(WAIT):
+            await task
+    signal = await sync_to_async(Signal.objects.get)()
+    assert (signal.action, signal.time) == ("BUY", candles[4].time)
