@@ -21,6 +21,7 @@ from trading.api import (
     StrategyPerformanceViewSet,
     TradeViewSet,
 )
+from trading.strategies.api import SignalViewSet, StrategyViewSet
 
 router = DefaultRouter()
 router.register("stocks", StockViewSet, basename="stock")
@@ -28,6 +29,8 @@ router.register("market-data", MarketDataViewSet, basename="market-data")
 router.register("trades", TradeViewSet, basename="trade")
 router.register("positions", PositionViewSet, basename="position")
 router.register("strategy-performance", StrategyPerformanceViewSet, basename="strategy-performance")
+router.register("strategies", StrategyViewSet, basename="strategy")
+router.register("signals", SignalViewSet, basename="signal")
 router.register("orders", OrderViewSet, basename="order")
 router.register("accounts", AccountViewSet, basename="account")
 router.register("risk-metrics", RiskMetricViewSet, basename="risk-metric")

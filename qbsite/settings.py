@@ -245,6 +245,7 @@ SPECTACULAR_SETTINGS = {
     # order_transitions.to_status; trades.status beside it).
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "trading.models.OrderStatus",
+        "SideEnum": "trading.models.Side",
         "TradeStatusEnum": "trading.models.TradeStatus",
     },
 }
