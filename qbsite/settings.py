@@ -247,6 +247,8 @@ SPECTACULAR_SETTINGS = {
         "OrderStatusEnum": "trading.models.OrderStatus",
         "SideEnum": "trading.models.Side",
         "TradeStatusEnum": "trading.models.TradeStatus",
+        # BUY / SELL: trades' and orders' side, signals' action.
+        "SideEnum": "trading.models.Side",
     },
 }
 
