@@ -34,7 +34,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DecimalField, ExpressionWrapper, F, Q, Sum
+from django.db.models import Count, DecimalField, ExpressionWrapper, F, Q, Sum
 from django.utils import timezone
 
 from marketdata import krx
@@ -108,7 +108,8 @@ def estimated_price(
 
 def _reserved(order: Order, *, quote, broker: Broker) -> tuple[int, Decimal]:
     """(shares of order.symbol that open sells may still sell, KRW open buys may still spend),
-    the other open orders of the same broker."""
+    the other open orders of the same broker. One query, and one more only when there are
+    open market buys (they are valued at their symbol's estimated fill price)."""
     others = Order.objects.filter(broker=order.broker, status__in=OPEN).exclude(pk=order.pk)
     remaining = F("quantity") - F("filled_quantity")
     figures = others.aggregate(
@@ -120,23 +121,25 @@ def _reserved(order: Order, *, quote, broker: Broker) -> tuple[int, Decimal]:
             ),
             filter=Q(side=Side.BUY, order_type=OrderType.LIMIT),
         ),
+        market_buys=Count("id", filter=Q(side=Side.BUY, order_type=OrderType.MARKET)),
     )
     cash = figures["buy"] or _ZERO
-    market_buys = others.filter(side=Side.BUY, order_type=OrderType.MARKET).values_list(
-        "symbol_id", "symbol__market", "quantity", "filled_quantity"
-    )
-    for symbol, market, quantity, filled in market_buys:
-        their_quote = quote if symbol == order.symbol_id else market_quote(symbol)[0]
-        price = estimated_price(
-            side=Side.BUY,
-            order_type=OrderType.MARKET,
-            limit_price=None,
-            quote=their_quote,
-            market=market,
-            broker=broker,
+    if figures["market_buys"]:
+        market_buys = others.filter(side=Side.BUY, order_type=OrderType.MARKET).values_list(
+            "symbol_id", "symbol__market", "quantity", "filled_quantity"
         )
-        if price is not None:
-            cash += price * (quantity - filled)
+        for symbol, market, quantity, filled in market_buys:
+            their_quote = quote if symbol == order.symbol_id else market_quote(symbol)[0]
+            price = estimated_price(
+                side=Side.BUY,
+                order_type=OrderType.MARKET,
+                limit_price=None,
+                quote=their_quote,
+                market=market,
+                broker=broker,
+            )
+            if price is not None:
+                cash += price * (quantity - filled)
     if cash:
         cash += krx.commission(cash)
     return figures["sell"] or 0, cash
@@ -189,10 +192,13 @@ def check_inputs(order: Order, *, quote, now: dt.datetime, broker: Broker) -> ch
     )
 
 
-def _check_and_mark(order: Order, *, broker: Broker, actor: str) -> checks.Decision:
+def _check_and_mark(
+    order: Order, *, broker: Broker, actor: str, market: tuple | None = None
+) -> checks.Decision:
     """Run the pre-trade checks on a NEW order (locked, inside atomic) and move it to SUBMITTED
-    or DENIED. The account row stays locked until the caller's transaction ends."""
-    quote, now = market_quote(order.symbol_id)
+    or DENIED. The account row stays locked until the caller's transaction ends. `market`:
+    (quote, now) when the caller has just read them."""
+    quote, now = market or market_quote(order.symbol_id)
     decision = checks.run(check_inputs(order, quote=quote, now=now, broker=broker))
     if decision.approved:
         services.order_transition(order, OrderStatus.SUBMITTED, actor=actor)
@@ -510,8 +516,8 @@ def order_from_signal(*, signal_id: int) -> Order | None:
         if not signal.strategy.enabled:
             _skip(signal, f"Strategy {signal.strategy.name} is disabled.")
             return None
-        quote, _ = market_quote(signal.symbol_id)
-        quantity, why, _ = size_signal(signal, quote=quote, broker=broker)
+        market = market_quote(signal.symbol_id)
+        quantity, why, _ = size_signal(signal, quote=market[0], broker=broker)
         if quantity <= 0:
             _skip(signal, why)
             return None
@@ -527,7 +533,7 @@ def order_from_signal(*, signal_id: int) -> Order | None:
             actor=ENGINE_ACTOR,
         )
         order.symbol = signal.symbol
-        decision = _check_and_mark(order, broker=broker, actor=ENGINE_ACTOR)
+        decision = _check_and_mark(order, broker=broker, actor=ENGINE_ACTOR, market=market)
         signal.outcome = SignalOutcome.ORDERED
         signal.outcome_reason = (
             "" if decision.approved else f"Order denied: {decision.code} {decision.message}"
