@@ -245,7 +245,6 @@ SPECTACULAR_SETTINGS = {
     # order_transitions.to_status; trades.status beside it).
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "trading.models.OrderStatus",
-        "SideEnum": "trading.models.Side",
         "TradeStatusEnum": "trading.models.TradeStatus",
         # BUY / SELL: trades' and orders' side, signals' action.
         "SideEnum": "trading.models.Side",
