@@ -1,9 +1,11 @@
-"""Crash safety with real processes: `manage.py runengines orders` killed with SIGKILL at random
-moments while signals, quotes, partial fills and resting limit orders flow, then restarted.
+"""Crash safety with real processes: `manage.py runengines strategy orders` killed with SIGKILL
+at random moments while candles, signals, quotes, partial fills and resting limit orders flow,
+then restarted.
 
-The test process plays the strategy engine (signals stored, trading_signal published) and the
-collector (quotes in Redis, market_data_received published), and places a few limit orders
-itself through the OMS, so fills also race between two processes. The engine runs with
+The test process plays the collector (quotes in Redis and market_data_received; closed candles
+in the Redis lists and candle_closed, on which the strategy engine makes its own signals) and
+a strategy (signals stored, trading_signal published), and places a few limit orders itself
+through the OMS, so fills also race between two processes. The engine runs with
 PAPER_FILL_RATIO 0.5, so most market orders fill in two steps on two quotes. Some kills land
 while the engine is still recovering from the previous one.
 
@@ -20,6 +22,7 @@ import collections
 import contextlib
 import datetime as dt
 import itertools
+import json
 import os
 import random
 import signal
@@ -32,14 +35,15 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from marketdata.keys import heartbeat_key
+from marketdata.keys import candles_key, heartbeat_key
 from qbsite import events
 from qbsite.events import EventType
 from qbsite.tests.api_factories import make_stock
 from trading import oms
 from trading.brokers.paper import paper_order_id
-from trading.models import Order, OrderStatus, OrderType, Signal, SignalOutcome
+from trading.models import Order, OrderStatus, OrderType, Signal, SignalOutcome, Strategy
 from trading.states import FINAL, OPEN, IllegalTransition
+from trading.strategies import validate_parameters
 from trading.tests.oms_helpers import (
     T0,
     assert_ledger_consistent,
@@ -53,6 +57,7 @@ D = Decimal
 S = OrderStatus
 WAIT = 60  # seconds before something missing fails the test (never a timing assertion)
 KILLS = 6
+ENGINES = ("strategy", "orders")  # one process, as `runengines` runs them
 SYMBOLS = ("005930", "000660")
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,7 +84,7 @@ class Engine:
             "PAPER_FILL_RATIO": "0.5",
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "runengines", "orders", "--heartbeat-seconds", "0.2"],
+            [sys.executable, "manage.py", "runengines", *ENGINES, "--heartbeat-seconds", "0.2"],
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -88,8 +93,12 @@ class Engine:
         )
 
     def ready(self, redis_client) -> bool:
-        beat = redis_client.hgetall(heartbeat_key("orders"))
-        return beat.get(b"pid") == str(self.proc.pid).encode() and beat.get(b"ready") == b"1"
+        pid = str(self.proc.pid).encode()
+        for name in ENGINES:
+            beat = redis_client.hgetall(heartbeat_key(name))
+            if beat.get(b"pid") != pid or beat.get(b"ready") != b"1":
+                return False
+        return True
 
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -120,6 +129,7 @@ class Flow:
         self.minute = 0
         self.limits = 0
         self.quote_time = dt.datetime.now(dt.UTC)
+        self.candles = dict.fromkeys(SYMBOLS, 0)
 
     def quote(self, symbol: str) -> None:
         # A walk of -2..+2 ticks of 100 around 70,000 (inside the band of 49,000..91,000);
@@ -131,6 +141,27 @@ class Flow:
         events.publish(
             EventType.MARKET_DATA_RECEIVED,
             {"symbol": symbol, "quote": {"close": str(price)}},
+            source="test-collector",
+        )
+
+    def candle(self) -> None:
+        """A closed 1-minute candle for the strategy engine: the list, then candle_closed."""
+        symbol = self.rng.choice(SYMBOLS)
+        self.candles[symbol] += 1
+        close = self.prices[symbol]
+        candle = {
+            "timestamp": (T0 + dt.timedelta(minutes=self.candles[symbol])).isoformat(),
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": 10,
+            "interval": "1m",
+        }
+        self.redis.lpush(candles_key(symbol, "1m"), json.dumps(candle))
+        events.publish(
+            EventType.CANDLE_CLOSED,
+            {"symbol": symbol, "interval": "1m", "candle": candle},
             source="test-collector",
         )
 
@@ -173,8 +204,10 @@ class Flow:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             roll = self.rng.random()
-            if roll < 0.45:
+            if roll < 0.3:
                 self.signal()
+            elif roll < 0.45:
+                self.candle()
             elif roll < 0.95:
                 self.quote(self.rng.choice(SYMBOLS))
             else:
@@ -218,6 +251,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, redis_
         make_strategy("crash-a", symbols=SYMBOLS, allocation="20000000"),
         make_strategy("crash-b", symbols=SYMBOLS, allocation="20000000"),
     ]
+    # The strategy engine's own signals: the original plan's sample on the test's candles
+    # (crash-a and crash-b, sma_crossover with their defaults, run on them too).
+    Strategy.objects.create(
+        name="crash-s",
+        kind="sample_mean5",
+        parameters=validate_parameters("sample_mean5", {}),
+        symbols=list(SYMBOLS),
+        capital_allocation=D(2_000_000),
+        enabled=True,
+    )
     flow = Flow(rng, redis_client, strategies)
     for symbol in SYMBOLS:
         flow.quote(symbol)
@@ -307,5 +350,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, redis_
     recovered = [line for line in log.splitlines() if "Orders engine ready" in line]
     statuses = collections.Counter(o.status for o in orders)
     fills = sum(o.fills.count() for o in orders)
-    print(f"CRASH_SEED={seed}: {len(signals)} signals, {dict(statuses)}, {fills} fills")
+    by_strategy = collections.Counter(
+        Signal.objects.values_list("strategy__name", "outcome").order_by()
+    )
+    print(f"CRASH_SEED={seed}: {dict(by_strategy)}, orders {dict(statuses)}, {fills} fills")
     print("\n".join(recovered))
