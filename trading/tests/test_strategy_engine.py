@@ -783,19 +783,25 @@ def test_the_registry_names_this_engine():
 
 @committed
 async def test_the_engine_in_the_runtime_turns_a_candle_into_a_signal(aredis, redis_client):
+    import os
+
     from marketdata.keys import heartbeat_key
     from qbsite.engines import Runtime
 
     await sync_to_async(stocks)()
-    await sync_to_async(make)("sample")
+    await sync_to_async(make)("runtime-sample")
+    mine = Signal.objects.filter(strategy__name="runtime-sample")
     candles = series(UP)
     push_list(redis_client, candles)
     engine = StrategyEngine()
     runtime = Runtime([engine], heartbeat_seconds=0.2, backoff_initial=0.05, backoff_max=0.2)
     task = asyncio.create_task(runtime.run(handle_signals=False))
     try:
-        async with asyncio.timeout(WAIT):  # ready, and its channel in the groups
-            while (await aredis.hget(heartbeat_key("strategy"), "ready")) != b"1":
+        async with asyncio.timeout(WAIT):  # this process's engine ready, its channel in the groups
+            while True:
+                beat = await aredis.hgetall(heartbeat_key("strategy"))
+                if beat.get(b"pid") == str(os.getpid()).encode() and beat.get(b"ready") == b"1":
+                    break
                 await asyncio.sleep(0.05)
         await events.apublish(
             EventType.CANDLE_CLOSED,
@@ -803,13 +809,12 @@ async def test_the_engine_in_the_runtime_turns_a_candle_into_a_signal(aredis, re
             source="collector",
         )
         async with asyncio.timeout(WAIT):
-            while not await sync_to_async(Signal.objects.exists)():
+            while not await sync_to_async(mine.exists)():
                 await asyncio.sleep(0.05)
-        stats = json.loads(await aredis.hget(heartbeat_key("strategy"), "stats"))
-        assert stats["strategies"] == 1
+        assert engine.stats() == {"strategies": 1, "evaluated": 1, "signals": 1}
     finally:
         runtime.request_stop()
         async with asyncio.timeout(WAIT):
             await task
-    signal = await sync_to_async(Signal.objects.get)()
+    signal = await sync_to_async(mine.get)()
     assert (signal.action, signal.time) == ("BUY", candles[4].time)
