@@ -246,8 +246,6 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "trading.models.OrderStatus",
         "TradeStatusEnum": "trading.models.TradeStatus",
-        # BUY / SELL: trades' and orders' side, signals' action.
-        "SideEnum": "trading.models.Side",
     },
 }
 
