@@ -246,6 +246,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OrderStatusEnum": "trading.models.OrderStatus",
         "TradeStatusEnum": "trading.models.TradeStatus",
+        # BUY / SELL: trades' and orders' side, signals' action.
+        "SideEnum": "trading.models.Side",
     },
 }
 
