@@ -311,6 +311,18 @@ PAPER_FILL_RATIO = env_decimal("PAPER_FILL_RATIO", "1", min_value="0.01", max_va
 # Orders from a strategy are sized from its allocation: each symbol gets allocation / symbols.
 # An order is refused when the latest quote is older than this (the market moved on).
 QUOTE_MAX_AGE_SECONDS = env_float("QUOTE_MAX_AGE_SECONDS", 300, min_value=0)
+# Deny orders while KRX is closed (off by default: the simulated market trades at any hour).
+TRADING_DENY_WHEN_CLOSED = env_bool("TRADING_DENY_WHEN_CLOSED", False)
+# A signal older than this when the orders engine gets to it (after a restart) is SKIPPED.
+SIGNAL_MAX_AGE_SECONDS = env_float("SIGNAL_MAX_AGE_SECONDS", 300, min_value=0)
+# Engines' clocks: the strategy engine's reload check, the orders engine's sweep for work whose
+# event was lost (and the age work must reach first), the portfolio engine's refresh of its
+# open-position set and its end-of-day performance clock.
+STRATEGY_RELOAD_SECONDS = env_float("STRATEGY_RELOAD_SECONDS", 5, min_value=0.1)
+ORDERS_SWEEP_SECONDS = env_float("ORDERS_SWEEP_SECONDS", 10, min_value=0.1)
+ORDERS_SWEEP_MIN_AGE_SECONDS = env_float("ORDERS_SWEEP_MIN_AGE_SECONDS", 5, min_value=0)
+PORTFOLIO_REFRESH_SECONDS = env_float("PORTFOLIO_REFRESH_SECONDS", 60, min_value=0.1)
+PORTFOLIO_CLOCK_SECONDS = env_float("PORTFOLIO_CLOCK_SECONDS", 30, min_value=0.1)
 
 # Engines runtime (qbsite/engines.py).
 HEARTBEAT_SECONDS = env_float("HEARTBEAT_SECONDS", 5, min_value=0.1)
