@@ -82,6 +82,9 @@ class Engine:
             "DATABASE_URL": "postgres://postgres@localhost:5432/"
             + django_settings.DATABASES["default"]["TEST"]["NAME"],
             "PAPER_FILL_RATIO": "0.5",
+            # The sweep (recovery while running) races the live handlers and the kills too.
+            "ORDERS_SWEEP_SECONDS": "1",
+            "ORDERS_SWEEP_MIN_AGE_SECONDS": "0.5",
         }
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runengines", *ENGINES, "--heartbeat-seconds", "0.2"],
