@@ -428,6 +428,12 @@ class CollectorEngine(Engine):
         done = False
         try:
             while not self.stopping.is_set() and not done:
+                if in_flight is not None and queue.empty():
+                    # Nothing to prepare meanwhile: finish the write now, so that its events
+                    # go out at once instead of after the next wait for a tick (up to
+                    # COLLECTOR_BATCH_MAX_MS: at a low tick rate, that wait was the latency).
+                    await self._finish(*in_flight)
+                    in_flight = None
                 batch, done = await self.take(queue)
                 try:
                     result = prepare(batch, state=self.state, now=self.feed.now())
@@ -555,11 +561,13 @@ class CollectorEngine(Engine):
                 self.log.exception("Collector events could not be published")
                 await asyncio.sleep(1)  # Redis away: the quotes coalesce meanwhile
             if self._pending and not self._wake.is_set() and not self._closing:
-                # Held quotes: come back when the earliest throttle interval is over.
+                # Held quotes: come back when the earliest throttle interval is over, or at
+                # once when a batch brings closed candles (they are never held back).
                 now = time.monotonic()
                 sent_at, interval = self._sent_at, self.quote_interval
                 wait = min(sent_at.get(s, -1e9) + interval - now for s in self._pending)
-                await asyncio.sleep(max(wait, 0.005))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(wait, 0.005))
                 self._wake.set()
 
     def stats(self) -> dict:

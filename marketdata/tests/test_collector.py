@@ -155,6 +155,43 @@ async def test_events_reach_the_groups_and_the_pubsub_mirror(settings, redis_cli
     await client.aclose()
 
 
+async def test_a_held_quote_never_holds_back_a_closed_candle(settings, redis_client):
+    """The publisher waits out a held quote's throttle interval (here a minute), but a batch
+    that closes a candle wakes it at once: candle_closed is never held behind a quote."""
+    settings.MARKET_EVENT_MIN_INTERVAL_MS = 60_000
+    layer = get_channel_layer()
+    bus = await layer.new_channel()
+    await layer.group_add(events.group_name("candle_closed"), bus)
+    await layer.group_add(events.group_name("market_data_received"), bus)
+    engine = CollectorEngine()
+    engine.state = CollectorState.create(SYMBOLS, intervals=("1m",))
+    publisher = asyncio.create_task(engine._publisher())
+    try:
+        engine.offer(
+            prepare([tick("005930", kst(9, 0, 1), 70000)], state=engine.state, now=kst(9, 0, 1))
+        )
+        first = (await asyncio.wait_for(layer.receive(bus), 10))["event"]
+        assert first["event_type"] == "market_data_received"
+        # A second quote within the minute: held; the publisher now waits out the interval.
+        engine.offer(
+            prepare([tick("005930", kst(9, 0, 2), 70100)], state=engine.state, now=kst(9, 0, 2))
+        )
+        await asyncio.sleep(0.05)
+        assert engine.stats()["quotes_held_back"] == 1
+        # The next minute's tick closes 09:00: its candle_closed goes out now, not in a minute.
+        engine.offer(
+            prepare([tick("005930", kst(9, 1, 0), 70200)], state=engine.state, now=kst(9, 1, 0))
+        )
+        closed = (await asyncio.wait_for(layer.receive(bus), 10))["event"]
+        assert closed["event_type"] == "candle_closed"
+        assert closed["data"]["candle"]["timestamp"] == "2026-03-04T00:00:00Z"
+        assert engine.stats()["quotes_held_back"] == 1  # the quote still waits its turn
+    finally:
+        engine._closing = True
+        engine._wake.set()
+        await asyncio.wait_for(publisher, 10)
+
+
 CSV_A = """time,symbol,price,volume
 2026-03-04T09:00:01+09:00,005930,70000,10
 2026-03-04T09:00:20+09:00,005930,70300,5
