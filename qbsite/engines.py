@@ -363,6 +363,9 @@ class Runtime:
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self.request_stop)
+        # Events published by the engines' sync code (database threads) are handed to this
+        # loop instead of blocking those threads (qbsite.events.bind_loop).
+        await events.bind_loop()
         runners = [_Runner(self, engine) for engine in self.engines]
         try:
             for runner in runners:
@@ -382,6 +385,7 @@ class Runtime:
                     loop.remove_signal_handler(signum)
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
+            await events.unbind_loop(self.stop_timeout)
         logger.info("Engines stopped.")
 
     async def dependency_failed(self, exc: BaseException, where: str) -> bool:

@@ -32,6 +32,7 @@ open anyway. Sync code called from async code through sync_to_async uses publish
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import functools
@@ -226,12 +227,92 @@ def _warn_full(envelope: dict, exc: ChannelFull) -> None:
     )
 
 
+class _Sender:
+    """The group sends of sync code running beside an event loop (engines' database threads).
+
+    Without it, every publish() on such a thread blocks on async_to_sync until the loop has
+    run the group send: with the loop busy with the other engines that is milliseconds per
+    event, on the order path. Bound, a thread hands the send to the loop
+    (call_soon_threadsafe) and goes on; one task sends them in the order they were handed over.
+    Delivery stays what the channel layer gives: at most once (a failure is logged).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.thread = threading.get_ident()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.sent = 0
+        self.task = loop.create_task(self._run(), name="qb.events.sender")
+
+    def offer(self, envelope: dict) -> bool:
+        """Hand over a send from another thread; False if this loop cannot take it."""
+        if threading.get_ident() == self.thread or self.loop.is_closed():
+            return False
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, envelope)
+        except RuntimeError:  # the loop closed meanwhile
+            return False
+        return True
+
+    async def _run(self) -> None:
+        layer = get_channel_layer()
+        while True:
+            envelope = await self.queue.get()
+            try:
+                await layer.group_send(
+                    group_name(envelope["event_type"]), _channel_message(envelope)
+                )
+                self.sent += 1
+            except ChannelFull as exc:
+                _warn_full(envelope, exc)
+            except Exception:
+                logger.exception(
+                    "Could not send %s event from %s to its group.",
+                    envelope["event_type"],
+                    envelope["source"],
+                )
+            finally:
+                self.queue.task_done()
+
+    async def close(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), timeout)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+_sender: _Sender | None = None
+
+
+async def bind_loop() -> None:
+    """Send the group messages of sync publish() calls made on other threads through this
+    (running) loop, without blocking them. The engines runtime binds its loop at start."""
+    global _sender
+    if get_channel_layer() is None:
+        return
+    if _sender is not None and _sender.loop is asyncio.get_running_loop():
+        return
+    _sender = _Sender(asyncio.get_running_loop())
+
+
+async def unbind_loop(timeout: float = 5) -> None:
+    """Send what is queued (waiting `timeout` seconds at most), then publish() blocks again."""
+    global _sender
+    sender, _sender = _sender, None
+    if sender is not None:
+        await sender.close(timeout)
+
+
 def _send(envelope: dict, text: str) -> None:
     name = envelope["event_type"]
     # Pub/Sub first: whatever happens to the group send, the mirror is already out.
     _redis().publish(pubsub_channel(name), text)
     layer = get_channel_layer()
     if layer is None:
+        return
+    sender = _sender
+    if sender is not None and sender.offer(envelope):
         return
     try:
         async_to_sync(layer.group_send)(group_name(name), _channel_message(envelope))

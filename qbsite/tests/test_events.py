@@ -379,3 +379,58 @@ def test_event_names_are_the_design_list():
     } == events.EVENT_TYPES
     assert events.group_name("heartbeat") == "events.heartbeat"
     assert events.pubsub_channel(EventType.HEARTBEAT) == "events:heartbeat"
+
+
+# --- Sync publishers beside a running loop (the engines' database threads) -----------------------
+async def test_a_bound_loop_sends_threads_group_messages_in_order_without_blocking_them():
+    import threading
+
+    layer = get_channel_layer()
+    channel = f"test-events-{uuid.uuid4().hex}"
+    await layer.group_add(events.group_name(EventType.HEARTBEAT), channel)
+    ids = [cid() for _ in range(20)]
+    await events.bind_loop()
+    try:
+
+        def publish_all():
+            for number, correlation_id in enumerate(ids):
+                events.publish(
+                    EventType.HEARTBEAT, {"n": number}, source="test", correlation_id=correlation_id
+                )
+
+        # The thread runs while this loop is blocked in join(): it can only finish because it
+        # hands its sends over instead of waiting for the loop to make them.
+        thread = threading.Thread(target=publish_all)
+        thread.start()
+        thread.join(timeout=WAIT)
+        assert not thread.is_alive()
+        assert events._sender.sent == 0
+        received = [await _areceive(layer, channel) for _ in ids]
+        assert events._sender.sent == len(ids)  # all through the loop's sender task
+    finally:
+        await events.unbind_loop()
+    assert [message["event"]["correlation_id"] for message in received] == ids
+    assert [message["event"]["data"]["n"] for message in received] == list(range(20))
+    assert events._sender is None
+
+
+async def test_unbind_sends_what_is_queued_and_publish_blocks_again():
+    from asgiref.sync import sync_to_async
+
+    layer = get_channel_layer()
+    channel = f"test-events-{uuid.uuid4().hex}"
+    await layer.group_add(events.group_name(EventType.HEARTBEAT), channel)
+    queued, later = cid(), cid()
+    await events.bind_loop()
+
+    def publish_one(correlation_id):
+        events.publish(EventType.HEARTBEAT, {}, source="test", correlation_id=correlation_id)
+
+    await sync_to_async(publish_one, thread_sensitive=False)(queued)
+    await events.unbind_loop()  # drains: the queued send is done when this returns
+    first = await asyncio.wait_for(layer.receive(channel), 0.5)
+    assert first["event"]["correlation_id"] == queued
+    # Unbound: publish() itself delivers before it returns (async_to_sync, as before binding).
+    await sync_to_async(publish_one, thread_sensitive=False)(later)
+    second = await asyncio.wait_for(layer.receive(channel), 0.5)
+    assert second["event"]["correlation_id"] == later
