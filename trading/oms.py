@@ -430,7 +430,8 @@ def max_shares(budget: Decimal, price: Decimal, *, rate: Decimal | None = None) 
 _BOOK_SQL = f"""
 SELECT
   COALESCE((SELECT SUM(CASE WHEN side = 'BUY' THEN quantity ELSE -quantity END)
-            FROM {Trade._meta.db_table} WHERE strategy = %(name)s AND symbol = %(symbol)s), 0),
+            FROM {Trade._meta.db_table} WHERE strategy = %(name)s AND symbol = %(symbol)s
+              AND status <> 'CANCELED'), 0),  -- busted trades: none, as reconcile counts
   COALESCE(SUM(quantity - filled_quantity)
            FILTER (WHERE strategy_id = %(strategy)s AND side = 'BUY'), 0),
   COALESCE(SUM(quantity - filled_quantity)
