@@ -524,7 +524,7 @@ def signal_client_order_id(signal: Signal | int) -> str:
 def _skip(signal: Signal, reason: str) -> None:
     signal.outcome = SignalOutcome.SKIPPED
     signal.outcome_reason = reason
-    signal.save(update_fields=["outcome", "outcome_reason"])
+    services.row_update(signal, ("outcome", "outcome_reason"))
     logger.info("Signal %s skipped: %s", signal.pk, reason)
 
 
@@ -569,7 +569,7 @@ def order_from_signal(*, signal_id: int) -> Order | None:
         signal.outcome_reason = (
             "" if decision.approved else f"Order denied: {decision.code} {decision.message}"
         )
-        signal.save(update_fields=["outcome", "outcome_reason"])
+        services.row_update(signal, ("outcome", "outcome_reason"))
     if decision.approved:
         order = _send(order, broker=broker)
     return order

@@ -161,7 +161,7 @@ def _qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def _sql_update(instance, fields) -> None:
+def row_update(instance, fields) -> None:
     """UPDATE the row of `instance` with its current values of `fields` (attribute names)."""
     meta = type(instance)._meta
     sets, values = [], []
@@ -177,7 +177,7 @@ def _sql_update(instance, fields) -> None:
         )
 
 
-def _sql_insert(instance) -> None:
+def row_insert(instance) -> None:
     """INSERT `instance` (every concrete field but the auto primary key); sets its pk."""
     meta = type(instance)._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
@@ -287,10 +287,17 @@ def order_create(
     )
     at = _aware(at, "at")
     broker = broker or getattr(settings, "TRADING_BROKER", "paper")
-    existing = Order.objects.filter(client_order_id=client_order_id).first()
-    if existing is not None:
-        return _existing(existing, request), False
-    if not Stock.objects.filter(symbol=request.symbol).exists():
+    # The key already used? The symbol known? One round trip for both (the order path).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT id FROM {_qn(Order._meta.db_table)} WHERE client_order_id = %s),"
+            f" EXISTS (SELECT 1 FROM {_qn(Stock._meta.db_table)} WHERE symbol = %s)",
+            [client_order_id, request.symbol],
+        )
+        existing_id, known = cursor.fetchone()
+    if existing_id is not None:
+        return _existing(Order.objects.get(pk=existing_id), request), False
+    if not known:
         raise OrderError(f"Unknown symbol {request.symbol!r}: not in stocks_metadata.")
     order = Order(
         client_order_id=client_order_id,
@@ -308,9 +315,11 @@ def order_create(
     )
     try:
         with transaction.atomic():
-            order.save(force_insert=True)
-            OrderTransition.objects.create(
-                order=order, from_status="", to_status=OrderStatus.NEW, at=at, actor=actor
+            row_insert(order)
+            row_insert(
+                OrderTransition(
+                    order=order, from_status="", to_status=OrderStatus.NEW, at=at, actor=actor
+                )
             )
     except IntegrityError:
         # A concurrent request with the same client_order_id (or signal) won the race.
@@ -382,8 +391,8 @@ def order_transition(
     if broker_order_id:
         order.broker_order_id = broker_order_id
         fields.append("broker_order_id")
-    _sql_update(order, fields)
-    _sql_insert(
+    row_update(order, fields)
+    row_insert(
         OrderTransition(
             order=order,
             from_status=from_status,
@@ -591,7 +600,7 @@ def order_apply_fill(
             tax=tax,
         )
         position.updated_at = timezone.now()
-        _sql_update(
+        row_update(
             position,
             ("quantity", "average_price", "cost_basis", "unrealized_pnl", "realized_pnl",
              "updated_at"),
@@ -610,7 +619,7 @@ def order_apply_fill(
             order=order,
             execution_id=execution_id,
         )
-        _sql_insert(trade)
+        row_insert(trade)
         change = -(amount + commission) if order.side == Side.BUY else amount - commission - tax
         if not _account_add(order.broker, change):
             account_ensure(broker=order.broker)
@@ -633,7 +642,7 @@ def order_apply_fill(
         else:
             # A partial fill while a cancel is pending leaves the cancel pending.
             order.updated_at = timezone.now()
-            _sql_update(order, (*fill_fields, "updated_at"))
+            row_update(order, (*fill_fields, "updated_at"))
         fill_event = {
             **_event_order(order),
             "execution_id": execution_id,
@@ -680,5 +689,7 @@ __all__ = [
     "order_transition",
     "position_apply",
     "position_mark",
+    "row_insert",
+    "row_update",
     "tax_trade_date",
 ]
