@@ -288,6 +288,8 @@ INDICATOR_INTERVAL = env_str("INDICATOR_INTERVAL", "1m")
 INDICATOR_WARMUP_CANDLES = env_int("INDICATOR_WARMUP_CANDLES", 200, min_value=34)
 MARKET_WS_SNAPSHOT_CANDLES = env_int("MARKET_WS_SNAPSHOT_CANDLES", 50, min_value=0)
 KNOWN_SYMBOLS_CACHE_SECONDS = env_float("KNOWN_SYMBOLS_CACHE_SECONDS", 60, min_value=0)
+# GET /api/v1/quotes/<symbol>/ answered on the event loop before Django (marketdata/fastquote.py).
+QUOTE_FAST_PATH = env_bool("QUOTE_FAST_PATH", True)
 
 # Archiver (marketdata/archiver.py): the candle stream into market_data.
 ARCHIVER_BATCH_SIZE = env_int("ARCHIVER_BATCH_SIZE", 20000, min_value=1)

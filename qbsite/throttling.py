@@ -16,6 +16,24 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 
+def counter_key(scope: str, ident) -> str:
+    """The counter of one caller: `throttle:<scope>:<ident>` (user pk, or the client's IP)."""
+    return f"throttle:{scope}:{ident}"
+
+
+def _count(pipe, key: str, duration: int):
+    pipe.set(key, 0, ex=duration, nx=True)  # opens the window
+    pipe.incr(key)
+    pipe.ttl(key)
+    return pipe
+
+
+async def acount(client, key: str, duration: int) -> tuple[int, int]:
+    """Count one request on `key` from async code (the quote fast path): (count, ttl)."""
+    _, count, ttl = await _count(client.pipeline(transaction=False), key, duration).execute()
+    return count, ttl
+
+
 class _CounterMixin:
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
@@ -30,12 +48,8 @@ class _CounterMixin:
         if cache_key is None:
             return True
         key = "throttle:" + cache_key.removeprefix("throttle_").replace("_", ":", 1)
-        client = get_redis_connection("default")
-        pipe = client.pipeline(transaction=False)
-        pipe.set(key, 0, ex=self.duration, nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-        _, count, ttl = pipe.execute()
+        pipe = get_redis_connection("default").pipeline(transaction=False)
+        _, count, ttl = _count(pipe, key, self.duration).execute()
         self._retry_after = max(int(ttl), 1)
         return count <= self.num_requests
 
