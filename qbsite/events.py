@@ -178,6 +178,23 @@ def build_envelope(event_type, data, *, source: str, correlation_id=None) -> dic
     }
 
 
+def envelope_correlation_id(envelope) -> str | None:
+    """The correlation_id of a received envelope (None when absent or not a string), for a
+    handler to carry on to the events it publishes in turn."""
+    value = envelope.get("correlation_id") if isinstance(envelope, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def envelope_preview(value, limit: int = 500) -> str:
+    """A received event as text, shortened to `limit` characters: what a handler logs (to
+    system_logs) about an event it rejects, never the whole of a huge payload."""
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _encode(envelope: dict) -> str:
     return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 

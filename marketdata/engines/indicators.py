@@ -63,7 +63,7 @@ from marketdata.keys import candles_key, indicators_key
 from marketdata.models import MarketData, Stock
 from marketdata.types import Candle
 from qbsite.engine_base import Engine
-from qbsite.events import EventType, apublish
+from qbsite.events import EventType, apublish, envelope_correlation_id, envelope_preview
 from qbsite.exceptions import InvalidInput
 from qbsite.fields import SYMBOL_REGEX
 
@@ -420,7 +420,7 @@ class IndicatorsEngine(Engine):
             logger.warning(
                 "Rejected a candle_closed event: %s",
                 exc.message,
-                extra={"metadata": {"reason": exc.message, "event": _preview(envelope)}},
+                extra={"metadata": {"reason": exc.message, "event": envelope_preview(envelope)}},
             )
             return
         if candle.interval != self.interval:
@@ -433,7 +433,7 @@ class IndicatorsEngine(Engine):
                     states=self.states,
                     redis=self.redis,
                     counts=self.counts,
-                    correlation_id=_correlation_id(envelope),
+                    correlation_id=envelope_correlation_id(envelope),
                 )
         except Exception:
             # Redis or PostgreSQL away. Failed before the state took the candle: the next
@@ -455,20 +455,6 @@ class IndicatorsEngine(Engine):
         if self._own_redis and self._redis is not None:
             await self._redis.aclose()
             self._redis = None
-
-
-def _correlation_id(envelope: Mapping) -> str | None:
-    value = envelope.get("correlation_id")
-    return value if isinstance(value, str) else None
-
-
-def _preview(value, limit: int = 500) -> str:
-    """The bad event, shortened, for system_logs (never the whole of a huge payload)."""
-    try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 __all__ = [

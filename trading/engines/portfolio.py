@@ -53,7 +53,7 @@ from django.utils import timezone
 from marketdata import krx
 from qbsite.engine_base import Engine
 from qbsite.engines import DB_ERRORS
-from qbsite.events import EventType, apublish_many
+from qbsite.events import EventType, apublish_many, envelope_correlation_id
 from qbsite.fields import SYMBOL_REGEX
 from trading.models import Position
 from trading.performance import performance_compute, performance_exists
@@ -196,8 +196,7 @@ class PortfolioEngine(Engine):
         if symbol not in self.open_symbols:
             self.counts["ignored"] += 1
             return
-        correlation_id = envelope.get("correlation_id")
-        self.pending[symbol] = (price, correlation_id if isinstance(correlation_id, str) else None)
+        self.pending[symbol] = (price, envelope_correlation_id(envelope))
         self._wake.set()
 
     async def on_fill(self, envelope: Mapping) -> None:

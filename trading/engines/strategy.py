@@ -49,7 +49,7 @@ from marketdata.engines.indicators import (
 from marketdata.keys import candles_key, indicators_key
 from marketdata.types import Candle
 from qbsite.engine_base import Engine
-from qbsite.events import EventType
+from qbsite.events import EventType, envelope_correlation_id, envelope_preview
 from qbsite.exceptions import InvalidInput, QBError
 from qbsite.fields import SYMBOL_REGEX
 from trading.models import Signal, Strategy
@@ -471,12 +471,12 @@ class StrategyEngine(Engine):
             logger.exception(
                 "Strategy engine failed on a %s event.",
                 envelope.get("event_type", "?") if isinstance(envelope, Mapping) else "?",
-                extra={"metadata": {"event": _preview(envelope)}},
+                extra={"metadata": {"event": envelope_preview(envelope)}},
             )
 
     async def _handle(self, envelope) -> None:
         kind = envelope.get("event_type") if isinstance(envelope, Mapping) else None
-        correlation_id = _correlation_id(envelope)
+        correlation_id = envelope_correlation_id(envelope)
         if kind == EventType.CANDLE_CLOSED:
             try:
                 candle = parse_candle_closed(envelope)
@@ -497,7 +497,7 @@ class StrategyEngine(Engine):
         logger.warning(
             "Rejected an event: %s",
             exc.message,
-            extra={"metadata": {"reason": exc.message, "event": _preview(envelope)}},
+            extra={"metadata": {"reason": exc.message, "event": envelope_preview(envelope)}},
         )
 
     async def on_candle_closed(
@@ -618,19 +618,6 @@ def _find(raw: Iterable[bytes | str], symbol: str, interval: str, moment: dt.dat
         if candle.time == moment and candle.interval == interval:
             return candle
     return None
-
-
-def _correlation_id(envelope) -> str | None:
-    value = envelope.get("correlation_id") if isinstance(envelope, Mapping) else None
-    return value if isinstance(value, str) else None
-
-
-def _preview(value, limit: int = 500) -> str:
-    try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 __all__ = [
