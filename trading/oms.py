@@ -72,18 +72,6 @@ def _broker_actor(broker: Broker) -> str:
     return f"broker:{broker.name}"
 
 
-def _locked_order(order_id: int) -> Order:
-    order = (
-        Order.objects.select_for_update(of=("self",))
-        .select_related("symbol", "strategy")
-        .filter(pk=order_id)
-        .first()
-    )
-    if order is None:
-        raise NotFound(f"No order {order_id}.")
-    return order
-
-
 # --- prices and reservations -----------------------------------------------------------------
 
 
@@ -272,7 +260,7 @@ def _apply_fills(order: Order, fills, *, actor: str) -> Order:
 def _apply_ack(order: Order, ack: BrokerAck, *, broker: Broker) -> Order:
     actor = _broker_actor(broker)
     with transaction.atomic():
-        order = _locked_order(order.pk)
+        order = services.order_lock(order.pk)
         if not ack.accepted:
             if order.status == OrderStatus.SUBMITTED:
                 services.order_transition(
@@ -359,7 +347,7 @@ def order_place(
         if order.status != OrderStatus.NEW:
             return order, created
         if not created:
-            order = _locked_order(order.pk)
+            order = services.order_lock(order.pk)
             if order.status != OrderStatus.NEW:
                 return order, created
             broker = get_broker(order.broker)
@@ -385,7 +373,7 @@ def _send_cancel(order: Order) -> Order:
         return order
     actor = _broker_actor(broker)
     with transaction.atomic():
-        order = _locked_order(order.pk)
+        order = services.order_lock(order.pk)
         if order.status != OrderStatus.CANCEL_PENDING:
             return order  # filled (or settled otherwise) meanwhile
         if ack.accepted:
@@ -622,7 +610,7 @@ def _expire_signal(signal_id: int, now: dt.datetime) -> None:
 
 def _resume_new(order_id: int) -> Order:
     with transaction.atomic():
-        order = _locked_order(order_id)
+        order = services.order_lock(order_id)
         if order.status != OrderStatus.NEW:
             return order
         broker = get_broker(order.broker)

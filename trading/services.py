@@ -410,7 +410,9 @@ def order_transition(
     return order
 
 
-def _locked_order(order_id: int) -> Order:
+def order_lock(order_id: int) -> Order:
+    """The order, locked (select_for_update) with its symbol and strategy, inside atomic;
+    NotFound naming the id."""
     try:
         return (
             Order.objects.select_for_update(of=("self",))
@@ -433,7 +435,7 @@ def order_set_status(
 ) -> Order:
     """order_transition() in its own transaction, the order locked."""
     with transaction.atomic():
-        order = _locked_order(order_id)
+        order = order_lock(order_id)
         return order_transition(
             order,
             to_status,
@@ -450,7 +452,7 @@ def order_request_cancel(*, order_id: int, actor: str, reason: str = "") -> Orde
     CANCEL_PENDING until the broker confirms. Asking again while pending changes nothing.
     A final order cannot be canceled (IllegalTransition naming its status)."""
     with transaction.atomic():
-        order = _locked_order(order_id)
+        order = order_lock(order_id)
         if order.status == OrderStatus.CANCEL_PENDING:
             return order
         if order.status not in CANCELABLE:
@@ -567,7 +569,7 @@ def order_apply_fill(
         raise OrderError(f"fill price must be positive, got {price}.")
     at = _aware(at, "fill time")
     with transaction.atomic():
-        order = _locked_order(order_id)
+        order = order_lock(order_id)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT 1 FROM {_qn(Trade._meta.db_table)}"
@@ -684,6 +686,7 @@ __all__ = [
     "fill_costs",
     "order_apply_fill",
     "order_create",
+    "order_lock",
     "order_request_cancel",
     "order_set_status",
     "order_transition",
