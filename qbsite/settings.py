@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "marketdata",
     "trading",
     "risk",
+    "kis",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class KisConfig(AppConfig):
+    name = "kis"
+    verbose_name = "KIS Open API"
