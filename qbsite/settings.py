@@ -343,6 +343,13 @@ if KIS_ACCOUNT and not re.fullmatch(r"\d{8}-\d{2}", KIS_ACCOUNT):
         f"KIS_ACCOUNT={KIS_ACCOUNT!r} is not CANO-ACNT_PRDT_CD (8 digits, '-', 2 digits)."
     )
 KIS_HTS_ID = env_str("KIS_HTS_ID", "")
+# Overrides of the environment's hosts (a proxy, or the fake KIS server in tests) and of its
+# per-second request limit (18 real, 1 virtual: kis.config.RATE_LIMITS); the token is replaced
+# this many seconds before KIS's expiry.
+KIS_REST_URL = env_url("KIS_REST_URL", None, schemes=("http", "https"), secret=False)
+KIS_WS_URL = env_url("KIS_WS_URL", None, schemes=("ws", "wss"), secret=False)
+KIS_RATE_LIMIT_PER_SECOND = env_int("KIS_RATE_LIMIT_PER_SECOND", None, min_value=1)
+KIS_TOKEN_REFRESH_MARGIN_SECONDS = env_int("KIS_TOKEN_REFRESH_MARGIN_SECONDS", 600, min_value=0)
 
 # --- Logging: console, plus system_logs for WARNING and above (ops.logging) ----------------
 LOGGING = {
