@@ -59,6 +59,41 @@ def ratio_decimal(value: float | Decimal | None) -> Decimal | None:
     return value.quantize(_RATIO, rounding=ROUND_HALF_EVEN)
 
 
+@dataclass
+class Figures:
+    """One look at the portfolio: what the limits are checked against and what a risk_metrics
+    row stores. `realized_today` / `realized_month`: the realized PnL of the Seoul day / month's
+    sells (negative = a loss); `consecutive_losses`: losing sells in a row, newest first, and
+    `last_loss_trade` the id of the newest of them. The history figures (VaR, Sharpe, beta,
+    drawdown) are None / 0 until computed."""
+
+    at: dt.datetime
+    cash: Decimal
+    values: dict[str, Decimal]
+    sector_of: dict[str, str]
+    realized_today: Decimal = _ZERO
+    realized_month: Decimal = _ZERO
+    daily_pnl: Decimal = _ZERO
+    consecutive_losses: int = 0
+    last_loss_trade: int | None = None
+    var_95: Decimal | None = None
+    max_drawdown: Decimal = _ZERO
+    sharpe_ratio: float | None = None
+    beta: float | None = None
+
+    @property
+    def portfolio_value(self) -> Decimal:
+        return portfolio_value(self.cash, self.values)
+
+    @property
+    def exposure(self) -> Decimal:
+        return sum(self.values.values(), _ZERO)
+
+    @property
+    def sectors(self) -> dict[str, Decimal]:
+        return exposure_by_sector(self.values, self.sector_of)
+
+
 # --- exposure ---------------------------------------------------------------------------------
 
 
@@ -210,6 +245,7 @@ def beta(
 __all__ = [
     "MIN_OBSERVATIONS",
     "UNCLASSIFIED",
+    "Figures",
     "Simulation",
     "beta",
     "daily_returns",
