@@ -80,7 +80,7 @@ class Fault:
     msg_cd: str = ""
     msg1: str = ""
     drop: bool = False  # close the connection without an answer
-    path: str | None = None  # only requests to this path (None: any /uapi or /oauth2 path)
+    path: str | None = None  # only requests to this path (None: any /uapi path)
 
 
 @dataclass
@@ -126,6 +126,7 @@ class FakeKISState:
         self.tokens: list[IssuedToken] = []
         self.token_issuances = 0  # answers with a new token
         self.token_requests = 0  # every POST /oauth2/tokenP
+        self.token_delay = 0.0  # seconds the token endpoint takes (to make races real)
         self.approval_keys: dict[str, float] = {}  # approval key -> issued (time.time())
         self.approval_requests = 0
         # Per-second limit per app key (None: off); every /uapi request is recorded.
@@ -180,8 +181,9 @@ class FakeKISState:
         drop: bool = False,
         path: str | None = None,
     ) -> None:
-        """The next `count` matching requests fail: HTTP `status` with rt_cd "1" and the
-        given msg_cd / msg1 (an empty msg_cd: a bare 5xx page), or a dropped connection."""
+        """The next `count` requests to `path` (None: any /uapi path) fail: HTTP `status`
+        with rt_cd "1" and the given msg_cd / msg1 (an empty msg_cd: a bare error page without
+        rt_cd), or (drop) a connection closed in the middle of the answer."""
         with self.lock:
             for _ in range(count):
                 self.faults.append(Fault(status, msg_cd, msg1, drop, path))
@@ -206,6 +208,78 @@ class FakeKISState:
     def requests_to(self, path: str) -> list[dict]:
         with self.lock:
             return [r for r in self.requests if r["path"] == path]
+
+    def fill(self, odno: str, quantity: int, price=None) -> None:
+        """Fill `quantity` of order `odno` at `price` (default: its limit, else the current
+        price): cash and positions move as at KIS (no fees)."""
+        with self.lock:
+            order = self.orders[odno]
+            if quantity < 1 or quantity > order.remaining:
+                raise ValueError(f"order {odno} has {order.remaining} left, not {quantity}")
+            if price is None:
+                price = order.price or Decimal(self.prices[order.symbol]["stck_prpr"])
+            price = Decimal(price)
+            order.filled += quantity
+            order.fill_amount += price * quantity
+            order.fills.append((quantity, price, dt.datetime.now(KST)))
+            held = self.positions.setdefault(order.symbol, [0, Decimal(0)])
+            if order.side == "buy":
+                self.cash -= price * quantity
+                total = held[1] * held[0] + price * quantity
+                held[0] += quantity
+                held[1] = total / held[0]
+            else:
+                self.cash += price * quantity
+                held[0] -= quantity
+                if held[0] == 0:
+                    del self.positions[order.symbol]
+
+    def set_position(self, symbol: str, quantity: int, average_price) -> None:
+        with self.lock:
+            self.positions[symbol] = [quantity, Decimal(average_price)]
+
+    def set_daily_candles(self, symbol: str, rows: dict) -> None:
+        """Explicit daily history: {date: (open, high, low, close, volume)}."""
+        with self.lock:
+            self.daily_candles.setdefault(symbol, {}).update(rows)
+
+    def daily_rows(self, symbol: str, start: dt.date, end: dt.date) -> list[tuple]:
+        """[(date, open, high, low, close, volume)] newest first: the explicit history, else a
+        generated one (weekdays, on-tick prices derived from the symbol and the date)."""
+        with self.lock:
+            explicit = self.daily_candles.get(symbol)
+            if explicit is not None:
+                days = sorted((d for d in explicit if start <= d <= end), reverse=True)
+                return [(d, *explicit[d]) for d in days]
+        if not self.generate_history or not _is_code(symbol):
+            return []
+        rows = []
+        day = end
+        while day >= start:
+            if day.weekday() < 5:
+                rows.append((day, *_generated_candle(symbol, day.isoformat())))
+            day -= dt.timedelta(days=1)
+        return rows
+
+    def minute_rows(self, symbol: str, day: dt.date, until: dt.time) -> list[tuple]:
+        """[(time, open, high, low, close, volume)] newest first, 09:00 .. until."""
+        with self.lock:
+            explicit = self.minute_candles.get(symbol)
+            if explicit is not None:
+                times = sorted(
+                    (t for t in explicit if t.date() == day and t.time() <= until), reverse=True
+                )
+                return [(t.time(), *explicit[t]) for t in times]
+        if not self.generate_history or not _is_code(symbol) or day.weekday() >= 5:
+            return []
+        rows = []
+        minute = dt.datetime.combine(day, min(until, dt.time(15, 30)))
+        minute = minute.replace(second=0)
+        opening = dt.datetime.combine(day, dt.time(9, 0))
+        while minute >= opening:
+            rows.append((minute.time(), *_generated_candle(symbol, minute.isoformat())))
+            minute -= dt.timedelta(minutes=1)
+        return rows
 
     # --- tokens -----------------------------------------------------------------------------
 
@@ -263,6 +337,14 @@ class FakeKISApp:
             ("POST", kc.PATH_TOKEN): self.token,
             ("POST", kc.PATH_APPROVAL): self.approval,
             ("GET", kc.PATH_PRICE): self.price,
+            ("GET", kc.PATH_DAILY_CANDLES): self.daily_candles,
+            ("GET", kc.PATH_MINUTE_CANDLES_TODAY): self.minute_candles_today,
+            ("GET", kc.PATH_MINUTE_CANDLES_PAST): self.minute_candles_past,
+            ("POST", kc.PATH_ORDER_CASH): self.order_cash,
+            ("POST", kc.PATH_ORDER_REVISE_CANCEL): self.order_revise_cancel,
+            ("GET", kc.PATH_CANCELLABLE_ORDERS): self.cancellable_orders,
+            ("GET", kc.PATH_DAILY_FILLS): self.daily_fills,
+            ("GET", kc.PATH_BALANCE): self.balance,
         }
 
     async def __call__(self, scope, receive, send):
@@ -310,7 +392,14 @@ class FakeKISApp:
         }
         with state.lock:
             state.requests.append(record)
-            fault = next((f for f in state.faults if f.path is None or f.path == path), None)
+            fault = next(
+                (
+                    f
+                    for f in state.faults
+                    if f.path == path or (f.path is None and path.startswith("/uapi"))
+                ),
+                None,
+            )
             if fault is not None:
                 state.faults.remove(fault)
         try:
@@ -321,6 +410,8 @@ class FakeKISApp:
                 if fault.msg_cd:
                     raise _fail((fault.msg_cd, fault.msg1), fault.status)
                 raise _Answer(fault.status, {"error": "injected"})
+            if path == kc.PATH_TOKEN and state.token_delay:
+                await asyncio.sleep(state.token_delay)
             handler = self.routes.get((method, path))
             if handler is None:
                 raise _Answer(404, {"rt_cd": "1", "msg_cd": "EGW00001", "msg1": "no such path"})
@@ -338,7 +429,16 @@ class FakeKISApp:
                 raise answer
             raise _Answer(200, answer)
         except _Drop:
-            # No answer at all: uvicorn closes the connection when the app returns unanswered.
+            # Half an answer, then the connection closes (uvicorn closes it when the app ends
+            # inside a response; it logs that as an error): the client sees the peer hang up.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"1000")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"{", "more_body": True})
             return
         except _Answer as answer:
             record["status"] = answer.status
@@ -435,9 +535,336 @@ class FakeKISApp:
             raise _fail(MSG_NO_SYMBOL, 500)
         return {"rt_cd": "0", "msg_cd": MSG_OK[0], "msg1": MSG_OK[1], "output": dict(output)}
 
+    # --- candles -------------------------------------------------------------------------
+
+    @staticmethod
+    def _ok(**outputs) -> dict:
+        return {"rt_cd": "0", "msg_cd": MSG_OK[0], "msg1": MSG_OK[1], **outputs}
+
+    def daily_candles(self, *, query, **_):
+        symbol = query.get("FID_INPUT_ISCD", "")
+        try:
+            start = dt.datetime.strptime(query.get("FID_INPUT_DATE_1", ""), "%Y%m%d").date()
+            end = dt.datetime.strptime(query.get("FID_INPUT_DATE_2", ""), "%Y%m%d").date()
+        except ValueError:
+            raise _fail(("OPSQ2002", "FID_INPUT_DATE 값을 확인해 주십시오."), 500) from None
+        if query.get("FID_PERIOD_DIV_CODE") not in ("D", "W", "M", "Y"):
+            raise _fail(("OPSQ2001", "FID_PERIOD_DIV_CODE 값을 확인해 주십시오."), 500)
+        rows = self.state.daily_rows(symbol, start, end)
+        page, more = rows[: kc.DAILY_CANDLES_PER_CALL], len(rows) > kc.DAILY_CANDLES_PER_CALL
+        output2 = [
+            {
+                "stck_bsop_date": d.strftime("%Y%m%d"),
+                "stck_oprc": str(o),
+                "stck_hgpr": str(h),
+                "stck_lwpr": str(lo),
+                "stck_clpr": str(c),
+                "acml_vol": str(v),
+                "acml_tr_pbmn": str(c * v),
+            }
+            for d, o, h, lo, c, v in page
+        ]
+        output1 = {"stck_shrn_iscd": symbol, "stck_prpr": output2[0]["stck_clpr"] if page else ""}
+        return _Answer(
+            200, self._ok(output1=output1, output2=output2), {"tr_cont": "M" if more else "D"}
+        )
+
+    def _minute_answer(self, query, day: dt.date, per_call: int):
+        symbol = query.get("FID_INPUT_ISCD", "")
+        text = query.get("FID_INPUT_HOUR_1", "")
+        try:
+            until = dt.datetime.strptime(text, "%H%M%S").time()
+        except ValueError:
+            raise _fail(("OPSQ2002", "FID_INPUT_HOUR_1 값을 확인해 주십시오."), 500) from None
+        rows = self.state.minute_rows(symbol, day, until)
+        page, more = rows[:per_call], len(rows) > per_call
+        output2 = [
+            {
+                "stck_bsop_date": day.strftime("%Y%m%d"),
+                "stck_cntg_hour": t.strftime("%H%M%S"),
+                "stck_prpr": str(c),
+                "stck_oprc": str(o),
+                "stck_hgpr": str(h),
+                "stck_lwpr": str(lo),
+                "cntg_vol": str(v),
+                "acml_tr_pbmn": str(c * v),
+            }
+            for t, o, h, lo, c, v in page
+        ]
+        return _Answer(
+            200, self._ok(output1={}, output2=output2), {"tr_cont": "M" if more else "D"}
+        )
+
+    def minute_candles_today(self, *, query, **_):
+        return self._minute_answer(query, dt.datetime.now(KST).date(), 30)
+
+    def minute_candles_past(self, *, query, **_):
+        try:
+            day = dt.datetime.strptime(query.get("FID_INPUT_DATE_1", ""), "%Y%m%d").date()
+        except ValueError:
+            raise _fail(("OPSQ2002", "FID_INPUT_DATE_1 값을 확인해 주십시오."), 500) from None
+        return self._minute_answer(query, day, 120)
+
+    # --- account ----------------------------------------------------------------------------
+
+    def _account(self, data: dict) -> None:
+        if not (data.get("CANO", "").isdigit() and len(data["CANO"]) == 8):
+            raise _fail(("OPSQ2000", "CANO 값을 확인해 주십시오."), 500)
+        if not data.get("ACNT_PRDT_CD"):
+            raise _fail(("OPSQ2000", "ACNT_PRDT_CD 값을 확인해 주십시오."), 500)
+
+    def order_cash(self, *, body, headers, **_):
+        self._account(body)
+        if any(not isinstance(v, str) for v in body.values()) or any(k != k.upper() for k in body):
+            raise _fail(("OPSQ2003", "입력 값은 대문자 키와 문자열 값이어야 합니다."), 500)
+        tr_id = headers.get("tr_id", "")
+        sides = {"TTTC0012U": "buy", "VTTC0012U": "buy", "TTTC0011U": "sell", "VTTC0011U": "sell"}
+        if tr_id not in sides:
+            raise _fail(MSG_NO_TR_ID, 500)
+        side = sides[tr_id]
+        symbol, ord_dvsn = body.get("PDNO", ""), body.get("ORD_DVSN", "")
+        if ord_dvsn not in ("00", "01"):
+            raise _fail(("APBK0500", "주문구분을 확인하여 주십시오."), 500)
+        try:
+            quantity = int(body.get("ORD_QTY", ""))
+            price = Decimal(body.get("ORD_UNPR", ""))
+        except (ValueError, ArithmeticError):
+            raise _fail(MSG_BAD_QTY, 500) from None
+        if quantity < 1:
+            raise _fail(MSG_BAD_QTY, 500)
+        with self.state.lock:
+            if symbol not in self.state.prices:
+                if not (self.state.generate_history and _is_code(symbol)):
+                    raise _fail(MSG_NO_SYMBOL, 500)
+                self.state.set_price(symbol, _base_price(symbol))
+            current = Decimal(self.state.prices[symbol]["stck_prpr"])
+            if ord_dvsn == "00":
+                if price <= 0 or price % krx_tick(price):
+                    raise _fail(MSG_OFF_TICK, 500)
+            elif price != 0:
+                raise _fail(("APBK0501", "시장가 주문은 주문단가가 0 이어야 합니다."), 500)
+            cost = (price if ord_dvsn == "00" else current) * quantity
+            if side == "buy" and cost > self.state.cash - self._reserved():
+                raise _fail(MSG_INSUFFICIENT_CASH, 500)
+            if side == "sell":
+                held = self.state.positions.get(symbol, [0])[0]
+                pending = sum(
+                    o.remaining
+                    for o in self.state.orders.values()
+                    if o.side == "sell" and o.symbol == symbol
+                )
+                if quantity > held - pending:
+                    raise _fail(("APBK0986", "주문가능수량을 초과 했습니다."), 500)
+            now = dt.datetime.now(KST)
+            odno = f"{self.state._next_odno:010d}"
+            self.state._next_odno += 1
+            self.state.orders[odno] = FakeOrder(
+                odno=odno,
+                org_no=self.state.branch,
+                side=side,
+                symbol=symbol,
+                quantity=quantity,
+                price=price,
+                ord_dvsn=ord_dvsn,
+                time=now,
+            )
+        return {
+            "rt_cd": "0",
+            "msg_cd": MSG_ORDER_OK[0],
+            "msg1": MSG_ORDER_OK[1],
+            "output": {
+                "KRX_FWDG_ORD_ORGNO": self.state.branch,
+                "ODNO": odno,
+                "ORD_TMD": now.strftime("%H%M%S"),
+            },
+        }
+
+    def _reserved(self) -> Decimal:
+        return sum(
+            (o.price * o.remaining for o in self.state.orders.values() if o.side == "buy"),
+            Decimal(0),
+        )
+
+    def order_revise_cancel(self, *, body, **_):
+        self._account(body)
+        with self.state.lock:
+            order = self.state.orders.get(body.get("ORGN_ODNO", ""))
+            if order is None or body.get("KRX_FWDG_ORD_ORGNO") != order.org_no:
+                raise _fail(MSG_NO_ORDER, 500)
+            if body.get("RVSE_CNCL_DVSN_CD") != "02":
+                raise _fail(("APBK0502", "정정은 지원하지 않습니다 (fake)."), 500)
+            if order.remaining == 0:
+                raise _fail(MSG_NOTHING_TO_CANCEL, 500)
+            if body.get("QTY_ALL_ORD_YN") == "Y":
+                quantity = order.remaining
+            else:
+                try:
+                    quantity = int(body.get("ORD_QTY", ""))
+                except ValueError:
+                    raise _fail(MSG_BAD_QTY, 500) from None
+                if not 1 <= quantity <= order.remaining:
+                    raise _fail(MSG_NOTHING_TO_CANCEL, 500)
+            order.cancelled += quantity
+            now = dt.datetime.now(KST)
+            odno = f"{self.state._next_odno:010d}"
+            self.state._next_odno += 1
+        return {
+            "rt_cd": "0",
+            "msg_cd": MSG_CANCEL_OK[0],
+            "msg1": MSG_CANCEL_OK[1],
+            "output": {
+                "KRX_FWDG_ORD_ORGNO": order.org_no,
+                "ODNO": odno,
+                "ORD_TMD": now.strftime("%H%M%S"),
+            },
+        }
+
+    def _paged(self, rows: list, query: dict, headers: dict, size: int):
+        """The page of `rows` that CTX_AREA_NK100 points at (an offset here) and the answer's
+        ctx / tr_cont fields."""
+        offset = 0
+        if headers.get("tr_cont") == "N":
+            nk = query.get("CTX_AREA_NK100", "").strip()
+            if not nk.isdigit():
+                raise _fail(("OPSQ2004", "CTX_AREA_NK100 값을 확인해 주십시오."), 500)
+            offset = int(nk)
+        page = rows[offset : offset + size]
+        more = offset + size < len(rows)
+        ctx = {
+            "ctx_area_fk100": query.get("CANO", "") + "^",
+            "ctx_area_nk100": str(offset + size) if more else "",
+        }
+        return page, ctx, ("M" if more else "D")
+
+    def cancellable_orders(self, *, query, headers, **_):
+        self._account(query)
+        if headers.get("tr_id") != "TTTC0084R":
+            raise _fail(("OPSQ0002", "모의투자에서는 해당업무가 제공되지 않습니다."), 500)
+        with self.state.lock:
+            rows = [
+                {
+                    "ord_gno_brno": o.org_no,
+                    "odno": o.odno,
+                    "orgn_odno": "",
+                    "pdno": o.symbol,
+                    "prdt_name": o.symbol,
+                    "sll_buy_dvsn_cd": "02" if o.side == "buy" else "01",
+                    "ord_qty": str(o.quantity),
+                    "ord_unpr": str(o.price),
+                    "ord_tmd": o.time.strftime("%H%M%S"),
+                    "tot_ccld_qty": str(o.filled),
+                    "psbl_qty": str(o.remaining),
+                    "ord_dvsn_cd": o.ord_dvsn,
+                }
+                for o in self.state.orders.values()
+                if o.remaining > 0
+            ]
+        page, ctx, more = self._paged(rows, query, headers, self.state.fills_page_size)
+        return _Answer(200, self._ok(output=page, **ctx), {"tr_cont": more})
+
+    def daily_fills(self, *, query, headers, **_):
+        self._account(query)
+        try:
+            start = dt.datetime.strptime(query.get("INQR_STRT_DT", ""), "%Y%m%d").date()
+            end = dt.datetime.strptime(query.get("INQR_END_DT", ""), "%Y%m%d").date()
+        except ValueError:
+            raise _fail(
+                ("OPSQ2002", "INQR_STRT_DT / INQR_END_DT 값을 확인해 주십시오."), 500
+            ) from None
+        with self.state.lock:
+            rows = []
+            for o in self.state.orders.values():
+                if not start <= o.time.date() <= end:
+                    continue
+                rows.append(
+                    {
+                        "ord_dt": o.time.strftime("%Y%m%d"),
+                        "ord_gno_brno": o.org_no,
+                        "odno": o.odno,
+                        "orgn_odno": "",
+                        "sll_buy_dvsn_cd": "02" if o.side == "buy" else "01",
+                        "pdno": o.symbol,
+                        "prdt_name": o.symbol,
+                        "ord_qty": str(o.quantity),
+                        "ord_unpr": str(o.price),
+                        "ord_tmd": o.time.strftime("%H%M%S"),
+                        "tot_ccld_qty": str(o.filled),
+                        "avg_prvs": str(
+                            (o.fill_amount / o.filled).quantize(Decimal(1)) if o.filled else 0
+                        ),
+                        "tot_ccld_amt": str(o.fill_amount),
+                        "rmn_qty": str(o.remaining),
+                        "cncl_yn": "Y" if o.cancelled else "N",
+                        "cncl_cfrm_qty": str(o.cancelled),
+                        "rjct_qty": "0",
+                    }
+                )
+            rows.reverse()  # newest first, as KIS lists them
+            total_qty = sum(o.filled for o in self.state.orders.values())
+        page, ctx, more = self._paged(rows, query, headers, self.state.fills_page_size)
+        summary = {
+            "tot_ord_qty": str(sum(int(r["ord_qty"]) for r in rows)),
+            "tot_ccld_qty": str(total_qty),
+        }
+        return _Answer(200, self._ok(output1=page, output2=summary, **ctx), {"tr_cont": more})
+
+    def balance(self, *, query, headers, **_):
+        self._account(query)
+        with self.state.lock:
+            rows = []
+            stock_value = Decimal(0)
+            for symbol, (quantity, average) in sorted(self.state.positions.items()):
+                price = Decimal(
+                    self.state.prices.get(symbol, {}).get("stck_prpr", average) or average
+                )
+                value = price * quantity
+                stock_value += value
+                pending = sum(
+                    o.remaining
+                    for o in self.state.orders.values()
+                    if o.side == "sell" and o.symbol == symbol
+                )
+                rows.append(
+                    {
+                        "pdno": symbol,
+                        "prdt_name": symbol,
+                        "hldg_qty": str(quantity),
+                        "ord_psbl_qty": str(quantity - pending),
+                        "pchs_avg_pric": f"{average:.4f}",
+                        "pchs_amt": str((average * quantity).quantize(Decimal(1))),
+                        "prpr": str(price),
+                        "evlu_amt": str(value),
+                        "evlu_pfls_amt": str((value - average * quantity).quantize(Decimal(1))),
+                    }
+                )
+            cash = self.state.cash
+        page, ctx, more = self._paged(rows, query, headers, self.state.balance_page_size)
+        summary = [
+            {
+                "dnca_tot_amt": str(cash),
+                "prvs_rcdl_excc_amt": str(cash),
+                "scts_evlu_amt": str(stock_value),
+                "tot_evlu_amt": str(cash + stock_value),
+                "nass_amt": str(cash + stock_value),
+            }
+        ]
+        return _Answer(200, self._ok(output1=page, output2=summary, **ctx), {"tr_cont": more})
+
 
 class _Drop(Exception):
     pass
+
+
+def _generated_candle(symbol: str, salt: str) -> tuple:
+    """(open, high, low, close, volume): on the KRX tick grid, the same for the same input."""
+    base = _base_price(symbol)
+    digest = hashlib.sha256(f"{symbol}|{salt}".encode()).digest()
+    tick = krx_tick(base)
+    o = base + tick * (digest[0] % 21 - 10)
+    c = base + tick * (digest[1] % 21 - 10)
+    h = max(o, c) + tick * (digest[2] % 4)
+    lo = min(o, c) - tick * (digest[3] % 4)
+    return o, h, lo, c, 1000 + int.from_bytes(digest[4:7], "big") % 100_000
 
 
 def _is_code(symbol: str) -> bool:
