@@ -27,5 +27,6 @@ def make_feed(spec: str, *, symbols=None, **options) -> Feed:
     if spec == "kis":
         from marketdata.feeds.kis import KISWebSocketFeed
 
-        return KISWebSocketFeed()
+        options.pop("seed", None)
+        return KISWebSocketFeed(list(symbols) if symbols else None, **options)
     raise FeedError(f"COLLECTOR_FEED={spec!r} is not one of: simulated, csv:<path>, kis.")

@@ -1,4 +1,5 @@
-"""Feeds: the simulated KRX market (determinism, grid, band, sessions), CSV replay, the KIS seam."""
+"""Feeds: the simulated KRX market (determinism, grid, band, sessions), CSV replay, make_feed
+(the KIS feed itself: test_feed_kis.py)."""
 
 import datetime as dt
 import logging
@@ -153,6 +154,7 @@ def test_speed_and_feed_spec_errors_name_the_value(tmp_path):
     assert isinstance(make_feed("simulated", symbols={"005930": None}), SimulatedKRXFeed)
 
 
-def test_the_kis_feed_is_a_seam_for_issue_6():
-    with pytest.raises(NotImplementedError, match=r"KIS issue \(6\)"):
+def test_the_kis_feed_needs_its_symbols(settings):
+    settings.KIS_FEED_SYMBOLS = []
+    with pytest.raises(FeedError, match="set KIS_FEED_SYMBOLS"):
         make_feed("kis")
