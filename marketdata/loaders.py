@@ -42,6 +42,7 @@ from marketdata.copy import (
     FUTURE_SLACK,
     UpsertResult,
     candle_problem,
+    candles_copy_upsert,
     candles_copy_upsert_lines,
     csv_line,
 )
@@ -338,6 +339,25 @@ def candles_backfill_csv(
         raise InvalidInput(f"{name}: cannot be read ({exc.strerror}).") from None
     result.loaded = True
     return result
+
+
+def candles_backfill_rows(rows: list[tuple], *, source: str) -> tuple[UpsertResult, list[str]]:
+    """Upsert candles from a non-CSV source (`backfill --source kis`) in one transaction, like
+    the CSV path (on conflict: update). Rows are (symbol, interval, time, open, high, low,
+    close, volume) tuples; a row candle_problem refuses is left out and named in the returned
+    list (as "<source> <symbol> <interval> <time>: <reason>")."""
+    good, bad = [], []
+    for row in rows:
+        reason = candle_problem(row)
+        if reason is None:
+            good.append(row)
+        else:
+            bad.append(f"{source} {row[0]} {row[1]} {row[2]}: {reason}")
+    if not good:
+        return UpsertResult(), bad
+    with transaction.atomic():
+        connection.ensure_connection()
+        return candles_copy_upsert(connection.connection, good, on_conflict="update"), bad
 
 
 def _slow_line(line: str, width: int, index: dict[str, int], interval: str | None):

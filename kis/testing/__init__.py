@@ -1,6 +1,8 @@
 """Test helpers for code that talks to KIS: the fake KIS server and pytest fixtures.
 
-    from kis.testing import fake_kis, kis_settings  # noqa: F401  (in a conftest.py)
+    from kis import testing as kis_testing     # in a conftest.py or a test module
+    fake_kis = kis_testing.fake_kis
+    kis_settings = kis_testing.kis_settings
 
 `fake_kis`: a running FakeKISServer (kis.testing.fake_server) for one test; `fake_kis.state`
 is its FakeKISState (prices, candles, orders, faults, issued tokens, recorded requests).

@@ -81,6 +81,7 @@ class Fault:
     msg1: str = ""
     drop: bool = False  # close the connection without an answer
     path: str | None = None  # only requests to this path (None: any /uapi path)
+    skip: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -180,13 +181,15 @@ class FakeKISState:
         msg1: str = "",
         drop: bool = False,
         path: str | None = None,
+        skip: int = 0,
     ) -> None:
         """The next `count` requests to `path` (None: any /uapi path) fail: HTTP `status`
         with rt_cd "1" and the given msg_cd / msg1 (an empty msg_cd: a bare error page without
-        rt_cd), or (drop) a connection closed in the middle of the answer."""
+        rt_cd), or (drop) a connection closed in the middle of the answer; `skip` matching
+        requests are answered normally first."""
         with self.lock:
-            for _ in range(count):
-                self.faults.append(Fault(status, msg_cd, msg1, drop, path))
+            for n in range(count):
+                self.faults.append(Fault(status, msg_cd, msg1, drop, path, skip if n == 0 else 0))
 
     def expire_tokens(self) -> None:
         """Every issued token expires now (the next call with one gets EGW00123)."""
@@ -400,7 +403,10 @@ class FakeKISApp:
                 ),
                 None,
             )
-            if fault is not None:
+            if fault is not None and fault.skip:
+                fault.skip -= 1
+                fault = None
+            elif fault is not None:
                 state.faults.remove(fault)
         try:
             if fault is not None:
@@ -910,6 +916,9 @@ class FakeKISServer:
         config = uvicorn.Config(
             self.app,
             log_level="warning",
+            # uvicorn's own logging config (dictConfig) would close every existing handler,
+            # system_logs' included, for the rest of the test session.
+            log_config=None,
             access_log=False,
             lifespan="off",
             ws_ping_interval=None,

@@ -4,14 +4,12 @@ database, and a KISConfig aimed at the fake."""
 import pytest
 import redis.asyncio
 
+from kis import testing as kis_testing
 from kis.config import KISConfig
-from kis.testing import (  # noqa: F401
-    TEST_ACCOUNT,
-    TEST_APP_KEY,
-    TEST_APP_SECRET,
-    fake_kis,
-    kis_settings,
-)
+from kis.testing import TEST_ACCOUNT, TEST_APP_KEY, TEST_APP_SECRET
+
+fake_kis = kis_testing.fake_kis
+kis_settings = kis_testing.kis_settings
 
 
 @pytest.fixture
@@ -23,7 +21,7 @@ async def aredis(settings, redis_client):
 
 
 @pytest.fixture
-def kis_config(fake_kis):  # noqa: F811 - the fixture imported above
+def kis_config(fake_kis):
     """A real-environment config aimed at the fake (18 requests/s), quick backoff."""
     cano, _, product = TEST_ACCOUNT.partition("-")
     return KISConfig(

@@ -186,7 +186,7 @@ def test_bad_headers_missing_files_and_the_kis_source_are_clear_errors(tmp_path)
     assert "nope.csv: no such file or directory" in message
 
     message, _, _ = backfill_fails(SAMPLE, "--source", "kis")
-    assert "the KIS issue provides it" in message
+    assert "--source kis takes no paths" in message
     assert MarketData.objects.count() == 0
 
 
