@@ -328,3 +328,19 @@ async def test_the_engine_in_the_runtime_takes_profit_from_the_collectors_quote(
     order = await sync_to_async(Order.objects.get)(client_order_id__startswith="risk-tp-")
     assert order.status == OrderStatus.FILLED
     await sync_to_async(connections.close_all)()
+
+
+@pytest.mark.django_db
+def test_the_snapshot_command_stores_and_prints_a_row(redis_client):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    build()
+    fill("BUY", 10, 100000)
+    out = StringIO()
+    call_command("risk_snapshot", stdout=out)
+    row = RiskMetric.objects.get()
+    assert out.getvalue().startswith(f"risk_metrics {row.pk} at ")
+    assert "portfolio 99,999,850 KRW" in out.getvalue()  # marked at its average price
+    assert "VaR 95 -" in out.getvalue()  # no history in market_data
