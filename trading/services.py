@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from marketdata import krx
@@ -161,8 +161,9 @@ def _qn(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
-def row_update(instance, fields) -> None:
-    """UPDATE the row of `instance` with its current values of `fields` (attribute names)."""
+def _update_sql(instance, fields) -> tuple[str, list]:
+    """UPDATE of the row of `instance` with its current values of `fields` (attribute names),
+    RETURNING its primary key: (sql, params)."""
     meta = type(instance)._meta
     sets, values = [], []
     for name in fields:
@@ -170,30 +171,91 @@ def row_update(instance, fields) -> None:
         sets.append(f"{_qn(field.column)} = %s")
         values.append(field.get_db_prep_save(getattr(instance, field.attname), connection))
     values.append(instance.pk)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_qn(meta.db_table)} SET {', '.join(sets)} WHERE {_qn(meta.pk.column)} = %s",
-            values,
-        )
+    pk = _qn(meta.pk.column)
+    return (
+        f"UPDATE {_qn(meta.db_table)} SET {', '.join(sets)} WHERE {pk} = %s RETURNING {pk}",
+        values,
+    )
 
 
-def row_insert(instance) -> None:
-    """INSERT `instance` (every concrete field but the auto primary key); sets its pk."""
+def _insert_parts(instance) -> tuple[str, list[str], list]:
+    """(table, columns, values) of an INSERT of `instance`: every concrete field but the auto
+    primary key, auto_now stamps set."""
     meta = type(instance)._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     for field in fields:
         field.pre_save(instance, add=True)  # auto_now / auto_now_add stamps
-    columns = ", ".join(_qn(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
+    columns = [_qn(f.column) for f in fields]
     values = [f.get_db_prep_save(getattr(instance, f.attname), connection) for f in fields]
+    return _qn(meta.db_table), columns, values
+
+
+def _insert_sql(instance, *, on_conflict: str = "") -> tuple[str, list]:
+    """INSERT of `instance` RETURNING the new primary key: (sql, params)."""
+    table, columns, values = _insert_parts(instance)
+    pk = _qn(type(instance)._meta.pk.column)
+    marks = ", ".join(["%s"] * len(columns))
+    conflict = f" ON CONFLICT {on_conflict}" if on_conflict else ""
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}){conflict} RETURNING {pk}",
+        values,
+    )
+
+
+def row_update(instance, fields) -> None:
+    """UPDATE the row of `instance` with its current values of `fields` (attribute names)."""
+    rows_write(("update", instance, fields))
+
+
+def row_insert(instance) -> None:
+    """INSERT `instance` (every concrete field but the auto primary key); sets its pk."""
+    rows_write(("insert", instance))
+
+
+def rows_write(*writes) -> list:
+    """Several writes in ONE round trip: each a data-modifying CTE of one statement.
+
+    `writes`: ("update", instance, fields), ("insert", instance) or ("sql", sql, params[, sink])
+    where the sql returns at most one row of one column (appended to the list `sink`, when
+    given). Returns per write the value returned (the primary key of the row updated or
+    inserted; None when an UPDATE matched nothing) and sets the pk of each inserted instance.
+    PostgreSQL runs every data-modifying statement of a WITH to completion, on one snapshot:
+    the writes must not depend on each other's effects (two writes of one row are not
+    allowed). On the order path a fill is five writes (position, trade, cash, order,
+    transition): one round trip instead of five.
+    """
+    sqls, params, inserted, sinks = [], [], [], []
+    for n, write in enumerate(writes):
+        kind = write[0]
+        if kind == "update":
+            sql, values = _update_sql(write[1], write[2])
+        elif kind == "insert":
+            sql, values = _insert_sql(write[1])
+            inserted.append((n, write[1]))
+        elif kind == "sql":
+            sql, values = write[1], list(write[2])
+            if len(write) > 3:
+                sinks.append((n, write[3]))
+        else:
+            raise ValueError(f"rows_write: unknown write kind {kind!r}")
+        sqls.append(sql)
+        params.extend(values)
+    if len(sqls) == 1:
+        query = sqls[0]
+    else:
+        ctes = ", ".join(f"w{n} AS ({sql})" for n, sql in enumerate(sqls))
+        picks = ", ".join(f"(SELECT * FROM w{n})" for n in range(len(sqls)))
+        query = f"WITH {ctes} SELECT {picks}"
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_qn(meta.db_table)} ({columns}) VALUES ({marks})"
-            f" RETURNING {_qn(meta.pk.column)}",
-            values,
-        )
-        instance.pk = cursor.fetchone()[0]
-    instance._state.adding = False
+        cursor.execute(query, params)
+        row = cursor.fetchone()
+    results = list(row) if row is not None else [None] * len(writes)
+    for n, instance in inserted:
+        instance.pk = results[n]
+        instance._state.adding = False
+    for n, sink in sinks:
+        sink.append(results[n])
+    return results
 
 
 # --- accounts --------------------------------------------------------------------------------
@@ -313,22 +375,33 @@ def order_create(
         status=OrderStatus.NEW,
         created_at=at,
     )
-    try:
-        with transaction.atomic():
-            row_insert(order)
-            row_insert(
-                OrderTransition(
-                    order=order, from_status="", to_status=OrderStatus.NEW, at=at, actor=actor
-                )
-            )
-    except IntegrityError:
-        # A concurrent request with the same client_order_id (or signal) won the race.
+    transition = OrderTransition(
+        order=order, from_status="", to_status=OrderStatus.NEW, at=at, actor=actor
+    )
+    # The order and its first transition in one statement. ON CONFLICT DO NOTHING: a
+    # concurrent request with the same client_order_id (or signal) that won the race leaves
+    # nothing inserted, without aborting the caller's transaction (no savepoint needed).
+    insert_order, order_values = _insert_sql(order, on_conflict="DO NOTHING")
+    table, columns, values = _insert_parts(transition)
+    fk = _qn(OrderTransition._meta.get_field("order").column)
+    picks = ["o.id" if column == fk else "%s" for column in columns]
+    values = [v for column, v in zip(columns, values, strict=True) if column != fk]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH o AS ({insert_order}), t AS (INSERT INTO {table} ({', '.join(columns)})"
+            f" SELECT {', '.join(picks)} FROM o RETURNING {fk}) SELECT id FROM o",
+            [*order_values, *values],
+        )
+        row = cursor.fetchone()
+    if row is None:
         existing = Order.objects.filter(client_order_id=client_order_id).first()
         if existing is not None:
             return _existing(existing, request), False
         if signal is not None and Order.objects.filter(signal=signal).exists():
-            raise Conflict(f"Signal {signal.pk} already has an order.") from None
-        raise
+            raise Conflict(f"Signal {signal.pk} already has an order.")
+        raise Conflict(f"Order {client_order_id!r} conflicts with a stored order.")
+    order.pk = row[0]
+    order._state.adding = False
     return order, True
 
 
@@ -360,12 +433,14 @@ def order_transition(
     at: dt.datetime | None = None,
     broker_order_id: str | None = None,
     also: tuple[str, ...] = (),
+    extra_writes: tuple = (),
 ) -> Order:
     """Move a locked order (select_for_update, inside atomic) to `to_status` and record it.
 
     The state machine (trading.states) decides; an illegal move raises IllegalTransition and
     changes nothing. Publishes order_placed (SUBMITTED) and order_rejected (REJECTED, DENIED)
-    on commit. `also`: more fields the caller changed on `order`, written in the same UPDATE.
+    on commit. `also`: more fields the caller changed on `order`, written in the same UPDATE;
+    `extra_writes`: more rows_write() writes sent in the same round trip (a fill's rows).
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("order_transition() must run inside transaction.atomic().")
@@ -391,17 +466,21 @@ def order_transition(
     if broker_order_id:
         order.broker_order_id = broker_order_id
         fields.append("broker_order_id")
-    row_update(order, fields)
-    row_insert(
-        OrderTransition(
-            order=order,
-            from_status=from_status,
-            to_status=to_status,
-            at=at,
-            actor=actor,
-            reason=reason,
-            filled_quantity=order.filled_quantity,
-        )
+    rows_write(
+        ("update", order, fields),
+        (
+            "insert",
+            OrderTransition(
+                order=order,
+                from_status=from_status,
+                to_status=to_status,
+                at=at,
+                actor=actor,
+                reason=reason,
+                filled_quantity=order.filled_quantity,
+            ),
+        ),
+        *extra_writes,
     )
     if to_status == OrderStatus.SUBMITTED:
         publish(EventType.ORDER_PLACED, _event_order(order), source=SOURCE)
@@ -537,16 +616,24 @@ def position_apply(
     return realized
 
 
+_ACCOUNT_ADD_SQL = (
+    f"UPDATE {_qn(Account._meta.db_table)} SET cash = cash + %s, updated_at = %s"
+    " WHERE broker = %s RETURNING id"
+)
+
+
 def _account_add(broker: str, amount: Decimal) -> bool:
     """cash += amount on the broker's account row (locked by the UPDATE itself); False when the
     row does not exist."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_qn(Account._meta.db_table)} SET cash = cash + %s, updated_at = %s"
-            " WHERE broker = %s RETURNING id",
-            [amount, timezone.now(), broker],
-        )
+        cursor.execute(_ACCOUNT_ADD_SQL, [amount, timezone.now(), broker])
         return cursor.fetchone() is not None
+
+
+_POSITION_FILL_FIELDS = (
+    "quantity", "average_price", "cost_basis", "unrealized_pnl", "realized_pnl", "updated_at",
+)  # fmt: skip
+_ORDER_FILL_FIELDS = ("filled_quantity", "average_fill_price", "last_fill_at")
 
 
 def order_apply_fill(
@@ -557,10 +644,15 @@ def order_apply_fill(
     price,
     at: dt.datetime | None = None,
     actor: str = "broker",
+    locked: Order | None = None,
 ) -> Trade | None:
     """Apply one execution of an order. Returns the new trade, or None when this execution
     (order, execution_id) was applied before. Raises FillError for a fill that cannot be
-    (more than the order's remaining quantity, a sell of more than is held, a final order)."""
+    (more than the order's remaining quantity, a sell of more than is held, a final order).
+
+    `locked`: the order as the caller locked it (order_lock) inside its own transaction, which
+    the fill then joins (no second read, no savepoint): a FillError is raised before anything
+    is written, so the caller may catch it and go on."""
     if not isinstance(execution_id, str) or not execution_id.strip():
         raise FillError("A fill needs the broker's execution_id.")
     quantity = _positive_int(quantity, "fill quantity")
@@ -568,96 +660,98 @@ def order_apply_fill(
     if price <= 0:
         raise OrderError(f"fill price must be positive, got {price}.")
     at = _aware(at, "fill time")
+    if locked is not None:
+        if locked.pk != order_id or not transaction.get_connection().in_atomic_block:
+            raise RuntimeError("order_apply_fill(locked=...) takes the order locked in atomic.")
+        return _apply_fill(locked, execution_id, quantity, price, at, actor)
     with transaction.atomic():
-        order = order_lock(order_id)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT 1 FROM {_qn(Trade._meta.db_table)}"
-                " WHERE order_id = %s AND execution_id = %s",
-                [order.pk, execution_id],
-            )
-            if cursor.fetchone() is not None:
-                return None
-        if order.status not in OPEN:
-            raise FillError(
-                f"Order {order.client_order_id} is {order.status}; it cannot take a fill "
-                f"({execution_id}: {quantity} @ {price})."
-            )
-        if quantity > order.remaining_quantity:
-            raise FillError(
-                f"Fill {execution_id} of {quantity} exceeds order {order.client_order_id}'s "
-                f"remaining {order.remaining_quantity} (of {order.quantity})."
-            )
-        amount = price * quantity
-        commission, tax = fill_costs(
-            side=order.side, amount=amount, market=order.symbol.market, at=at
-        )
-        position = _locked_position(order.symbol_id)
-        realized = position_apply(
-            position,
-            side=order.side,
-            quantity=quantity,
-            price=price,
-            commission=commission,
-            tax=tax,
-        )
-        position.updated_at = timezone.now()
-        row_update(
-            position,
-            ("quantity", "average_price", "cost_basis", "unrealized_pnl", "realized_pnl",
-             "updated_at"),
-        )  # fmt: skip
-        trade = Trade(
-            timestamp=at,
-            symbol_id=order.symbol_id,
-            side=order.side,
-            quantity=quantity,
-            price=price,
-            commission=commission,
-            tax=tax,
-            strategy=order.strategy.name if order.strategy_id else "",
-            order_type=order.order_type,
-            profit_loss=realized,
-            order=order,
-            execution_id=execution_id,
-        )
-        row_insert(trade)
-        change = -(amount + commission) if order.side == Side.BUY else amount - commission - tax
-        if not _account_add(order.broker, change):
-            account_ensure(broker=order.broker)
-            _account_add(order.broker, change)
+        return _apply_fill(order_lock(order_id), execution_id, quantity, price, at, actor)
 
-        filled = order.filled_quantity + quantity
-        previous = (order.average_fill_price or _ZERO) * order.filled_quantity
-        order.average_fill_price = ((previous + amount) / filled).quantize(
-            _PLACES, rounding=ROUND_HALF_EVEN
+
+def _apply_fill(order: Order, execution_id, quantity, price, at, actor) -> Trade | None:
+    """order_apply_fill on a locked order: the checks (which write nothing), then the position
+    locked, then its five writes (position, trade, cash, order, transition) in one round trip."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {_qn(Trade._meta.db_table)} WHERE order_id = %s AND execution_id = %s",
+            [order.pk, execution_id],
         )
-        order.filled_quantity = filled
-        order.last_fill_at = at
-        fill_fields = ("filled_quantity", "average_fill_price", "last_fill_at")
-        if filled == order.quantity:
-            order_transition(order, OrderStatus.FILLED, actor=actor, at=at, also=fill_fields)
-        elif order.status != OrderStatus.CANCEL_PENDING:
-            order_transition(
-                order, OrderStatus.PARTIALLY_FILLED, actor=actor, at=at, also=fill_fields
-            )
-        else:
-            # A partial fill while a cancel is pending leaves the cancel pending.
-            order.updated_at = timezone.now()
-            row_update(order, (*fill_fields, "updated_at"))
-        fill_event = {
-            **_event_order(order),
-            "execution_id": execution_id,
-            "fill_quantity": quantity,
-            "fill_price": price,
-            "commission": commission,
-            "tax": tax,
-            "realized_pnl": realized,
-            "trade_id": trade.pk,
-            "time": at,
-        }
-        publish(EventType.ORDER_EXECUTED, fill_event, source=SOURCE)
-        publish(EventType.POSITION_UPDATED, _event_position(position), source=SOURCE)
+        if cursor.fetchone() is not None:
+            return None
+    if order.status not in OPEN:
+        raise FillError(
+            f"Order {order.client_order_id} is {order.status}; it cannot take a fill "
+            f"({execution_id}: {quantity} @ {price})."
+        )
+    if quantity > order.remaining_quantity:
+        raise FillError(
+            f"Fill {execution_id} of {quantity} exceeds order {order.client_order_id}'s "
+            f"remaining {order.remaining_quantity} (of {order.quantity})."
+        )
+    amount = price * quantity
+    commission, tax = fill_costs(side=order.side, amount=amount, market=order.symbol.market, at=at)
+    position = _locked_position(order.symbol_id)
+    realized = position_apply(
+        position, side=order.side, quantity=quantity, price=price, commission=commission, tax=tax
+    )
+    now = timezone.now()
+    position.updated_at = now
+    trade = Trade(
+        timestamp=at,
+        symbol_id=order.symbol_id,
+        side=order.side,
+        quantity=quantity,
+        price=price,
+        commission=commission,
+        tax=tax,
+        strategy=order.strategy.name if order.strategy_id else "",
+        order_type=order.order_type,
+        profit_loss=realized,
+        order=order,
+        execution_id=execution_id,
+    )
+    change = -(amount + commission) if order.side == Side.BUY else amount - commission - tax
+    account: list = []
+    writes = (
+        ("update", position, _POSITION_FILL_FIELDS),
+        ("insert", trade),
+        ("sql", _ACCOUNT_ADD_SQL, [change, now, order.broker], account),
+    )
+    filled = order.filled_quantity + quantity
+    previous = (order.average_fill_price or _ZERO) * order.filled_quantity
+    order.average_fill_price = ((previous + amount) / filled).quantize(
+        _PLACES, rounding=ROUND_HALF_EVEN
+    )
+    order.filled_quantity = filled
+    order.last_fill_at = at
+    if filled == order.quantity or order.status != OrderStatus.CANCEL_PENDING:
+        status = OrderStatus.FILLED if filled == order.quantity else OrderStatus.PARTIALLY_FILLED
+        order_transition(
+            order, status, actor=actor, at=at, also=_ORDER_FILL_FIELDS, extra_writes=writes
+        )
+    else:
+        # A partial fill while a cancel is pending leaves the cancel pending.
+        order.updated_at = now
+        rows_write(("update", order, (*_ORDER_FILL_FIELDS, "updated_at")), *writes)
+    if trade.pk is None:
+        raise FillError(f"Fill {execution_id} of order {order.client_order_id} was not stored.")
+    if account == [None]:
+        # No account row for this broker yet (its first fill): the cash change missed.
+        account_ensure(broker=order.broker)
+        _account_add(order.broker, change)
+    fill_event = {
+        **_event_order(order),
+        "execution_id": execution_id,
+        "fill_quantity": quantity,
+        "fill_price": price,
+        "commission": commission,
+        "tax": tax,
+        "realized_pnl": realized,
+        "trade_id": trade.pk,
+        "time": at,
+    }
+    publish(EventType.ORDER_EXECUTED, fill_event, source=SOURCE)
+    publish(EventType.POSITION_UPDATED, _event_position(position), source=SOURCE)
     return trade
 
 
