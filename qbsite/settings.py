@@ -350,6 +350,19 @@ KIS_REST_URL = env_url("KIS_REST_URL", None, schemes=("http", "https"), secret=F
 KIS_WS_URL = env_url("KIS_WS_URL", None, schemes=("ws", "wss"), secret=False)
 KIS_RATE_LIMIT_PER_SECOND = env_int("KIS_RATE_LIMIT_PER_SECOND", None, min_value=1)
 KIS_TOKEN_REFRESH_MARGIN_SECONDS = env_int("KIS_TOKEN_REFRESH_MARGIN_SECONDS", 600, min_value=0)
+# The symbols the KIS WebSocket feed subscribes to (COLLECTOR_FEED=kis): 41 at most in all
+# (one session per app key), fill notices included when the KIS broker shares the session.
+KIS_FEED_SYMBOLS = env_list("KIS_FEED_SYMBOLS", [])
+
+# Risk engine (risk/engines.py): the clock of its limit checks, how often one symbol's quotes
+# are checked against the stop-loss / take-profit / trailing stop, how long before an exit
+# that did not go through is tried again, and the history behind VaR / Sharpe / beta and
+# the drawdown.
+RISK_CHECK_SECONDS = env_float("RISK_CHECK_SECONDS", 5, min_value=0.1)
+RISK_QUOTE_MIN_INTERVAL_SECONDS = env_float("RISK_QUOTE_MIN_INTERVAL_SECONDS", 0.5, min_value=0)
+RISK_EXIT_RETRY_SECONDS = env_float("RISK_EXIT_RETRY_SECONDS", 30, min_value=0)
+RISK_LOOKBACK_DAYS = env_int("RISK_LOOKBACK_DAYS", 365, min_value=20)
+RISK_DRAWDOWN_DAYS = env_int("RISK_DRAWDOWN_DAYS", 30, min_value=1)
 
 # --- Logging: console, plus system_logs for WARNING and above (ops.logging) ----------------
 LOGGING = {
