@@ -13,7 +13,15 @@ from marketdata.api import (
 )
 from ops.api import SystemLogViewSet
 from qbsite.api import TokenView, UserViewSet
-from risk.api import RiskMetricViewSet
+from risk.api import (
+    LimitChangeViewSet,
+    RiskAlertViewSet,
+    RiskLimitsView,
+    RiskLockViewSet,
+    RiskMetricViewSet,
+    TradingStateChangeViewSet,
+    TradingStateView,
+)
 from trading.api import (
     AccountViewSet,
     OrderViewSet,
@@ -34,6 +42,10 @@ router.register("signals", SignalViewSet, basename="signal")
 router.register("orders", OrderViewSet, basename="order")
 router.register("accounts", AccountViewSet, basename="account")
 router.register("risk-metrics", RiskMetricViewSet, basename="risk-metric")
+router.register("risk-alerts", RiskAlertViewSet, basename="risk-alert")
+router.register("risk-limit-changes", LimitChangeViewSet, basename="risk-limit-change")
+router.register("risk-state-changes", TradingStateChangeViewSet, basename="risk-state-change")
+router.register("risk-locks", RiskLockViewSet, basename="risk-lock")
 router.register("system-logs", SystemLogViewSet, basename="system-log")
 router.register("users", UserViewSet, basename="user")
 
@@ -45,5 +57,7 @@ urlpatterns = [
         "candles/<str:symbol>/<str:interval>/", CandleSeriesPathView.as_view(), name="candle-series"
     ),
     path("indicators/<str:symbol>/", IndicatorsView.as_view(), name="indicators"),
+    path("risk/state/", TradingStateView.as_view(), name="risk-state"),
+    path("risk/limits/", RiskLimitsView.as_view(), name="risk-limits"),
     *router.urls,
 ]

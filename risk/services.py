@@ -38,7 +38,7 @@ import time
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from qbsite.events import EventType, publish
@@ -97,8 +97,20 @@ def limits_forget() -> None:
         _cached = None
 
 
+def _uncommitted_change() -> bool:
+    """True when this connection changed the limits in a transaction not yet committed (or
+    rolled back): its reads must not be shared through the cache."""
+    return getattr(connection, "_qb_risk_limits_dirty", False)
+
+
+def _set_dirty(value: bool) -> None:
+    connection._qb_risk_limits_dirty = value
+
+
 def limits_get() -> RiskLimits:
     """The limits in force (at most LIMITS_CACHE_SECONDS old in another process)."""
+    if _uncommitted_change():
+        return _load_limits()
     cached = _cached
     if cached is not None and time.monotonic() - cached[1] < LIMITS_CACHE_SECONDS:
         return cached[0]
@@ -111,7 +123,18 @@ def limits_for(updated_at: dt.datetime | None) -> RiskLimits:
     cached = _cached
     if cached is not None and updated_at is not None and cached[0].updated_at == updated_at:
         return cached[0]
-    return _remember(_load_limits())
+    limits = _load_limits()
+    return limits if _uncommitted_change() else _remember(limits)
+
+
+def _committed() -> None:
+    _set_dirty(False)
+    limits_forget()
+
+
+def limits_reset_cache() -> None:
+    """Forget the cached limits and this connection's uncommitted mark (tests; a rollback)."""
+    _committed()
 
 
 def _text(value) -> str:
@@ -147,6 +170,7 @@ def limits_update(
                     f"{name}: {value!r} is not valid ({'; '.join(exc.messages)}).",
                     details={name: exc.messages},
                 ) from None
+        _check_relations(limits)  # first: its messages name the limits
         try:
             limits.full_clean()
         except ValidationError as exc:
@@ -155,7 +179,6 @@ def limits_update(
                 + "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()),
                 details=exc.message_dict,
             ) from None
-        _check_relations(limits)
         changed = [name for name in changes if getattr(limits, name) != old[name]]
         if not changed:
             return []
@@ -172,7 +195,11 @@ def limits_update(
             )
             for name in changed
         )
-        transaction.on_commit(limits_forget)
+        # Until this commits, this connection reads the limits uncached (a rollback must not
+        # leave its values in the cache); at commit everyone's copy is dropped.
+        limits_forget()
+        _set_dirty(True)
+        transaction.on_commit(_committed)
     logger.info(
         "Risk limits changed by %s: %s",
         actor,
@@ -477,6 +504,7 @@ __all__ = [
     "limits_for",
     "limits_forget",
     "limits_get",
+    "limits_reset_cache",
     "limits_update",
     "lock_create",
     "lock_remove",

@@ -39,6 +39,8 @@ from django.utils import timezone
 
 from marketdata import krx
 from qbsite.exceptions import NotFound
+from risk import services as risk_services
+from risk.models import RiskLimits, RiskLock, TradingState
 
 from . import checks, services
 from .brokers import Broker, BrokerAck, get_broker
@@ -99,34 +101,136 @@ def estimated_price(
 _ORDERS = Order._meta.db_table
 _POSITIONS = Position._meta.db_table
 _STOCKS = "stocks_metadata"
+_TRADES = Trade._meta.db_table
+_LOCKS = RiskLock._meta.db_table
+_LIMITS = RiskLimits._meta.db_table
+_STATE = TradingState._meta.db_table
+# The losing streak is looked for in the sells of the last 30 days at most.
+_STREAK_LOOKBACK = dt.timedelta(days=30)
 _OPEN_STATUSES = sorted(OPEN)
 
 _CHECK_FIGURES_SQL = f"""
+WITH open_orders AS (
+  SELECT o.symbol, o.side, o.order_type, o.quantity - o.filled_quantity AS remaining,
+         o.limit_price, s.sector, p.current_price, p.average_price
+  FROM {_ORDERS} o
+  JOIN {_STOCKS} s ON s.symbol = o.symbol
+  LEFT JOIN {_POSITIONS} p ON p.symbol = o.symbol
+  WHERE o.broker = %(broker)s AND o.status = ANY(%(open)s) AND o.id <> %(id)s
+), held AS (
+  SELECT p.symbol, p.quantity, s.sector,
+         p.quantity * COALESCE(p.current_price, p.average_price) AS value
+  FROM {_POSITIONS} p JOIN {_STOCKS} s ON s.symbol = p.symbol
+  WHERE p.quantity > 0
+), me AS (
+  SELECT market, sector FROM {_STOCKS} WHERE symbol = %(symbol)s
+), sells AS (  -- realized PnL by sell order (a fill of a busted trade does not count)
+  SELECT COALESCE(t.order_id, -t.id) AS sale, SUM(t.profit_loss) AS pnl,
+         MAX(t.timestamp) AS at, MAX(t.id) AS last_id,
+         MIN(COALESCE(o.created_at, t.timestamp)) AS placed
+  FROM {_TRADES} t LEFT JOIN {_ORDERS} o ON o.id = t.order_id
+  WHERE t.side = 'SELL' AND t.status <> 'CANCELED' AND t.profit_loss IS NOT NULL
+    AND t.timestamp >= %(streak_since_trades)s
+  GROUP BY 1
+)
 SELECT
-  (SELECT market FROM {_STOCKS} WHERE symbol = %(symbol)s),
-  COALESCE((SELECT quantity FROM {_POSITIONS} WHERE symbol = %(symbol)s), 0),
-  COALESCE(SUM(quantity - filled_quantity)
-           FILTER (WHERE side = 'SELL' AND symbol = %(symbol)s), 0),
-  COALESCE(SUM((quantity - filled_quantity) * limit_price)
-           FILTER (WHERE side = 'BUY' AND order_type = 'LIMIT'), 0),
-  COUNT(*) FILTER (WHERE side = 'BUY' AND order_type = 'MARKET')
-FROM {_ORDERS}
-WHERE broker = %(broker)s AND status = ANY(%(open)s) AND id <> %(id)s
+  (SELECT market FROM me),
+  COALESCE((SELECT sector FROM me), ''),
+  COALESCE((SELECT quantity FROM held WHERE symbol = %(symbol)s), 0),
+  oo.sell_reserved, oo.limit_buys, oo.market_buys,
+  oo.buys_value, oo.symbol_buys, oo.sector_buys,
+  h.value, h.symbol_value, h.sector_value,
+  r.today, r.month,
+  (SELECT COALESCE(MIN(n) FILTER (WHERE pnl >= 0) - 1, COUNT(*))
+   FROM (SELECT pnl, row_number() OVER (ORDER BY at DESC, last_id DESC) AS n
+         FROM sells WHERE placed > %(streak_since)s
+         ORDER BY at DESC, last_id DESC LIMIT %(streak_cap)s) AS recent),
+  sent.today, sent.last_second,
+  (SELECT submitted_at FROM {_ORDERS}
+   WHERE symbol = %(symbol)s AND submitted_at IS NOT NULL AND id <> %(id)s
+   ORDER BY created_at DESC LIMIT 1),
+  (SELECT json_agg(json_build_object(
+            'id', id, 'kind', kind, 'symbol', symbol, 'strategy', strategy_id,
+            'reason', reason, 'until', until))
+   FROM {_LOCKS}
+   WHERE removed_at IS NULL AND until > %(at)s AND created_at <= %(at)s
+     AND (symbol IS NULL OR symbol = %(symbol)s)
+     AND (strategy_id IS NULL OR strategy_id = %(strategy)s)),
+  (SELECT updated_at FROM {_LIMITS} WHERE id = 1)
+FROM
+  (SELECT
+     COALESCE(SUM(remaining) FILTER (WHERE side = 'SELL' AND symbol = %(symbol)s), 0)
+       AS sell_reserved,
+     COALESCE(SUM(remaining * limit_price)
+              FILTER (WHERE side = 'BUY' AND order_type = 'LIMIT'), 0) AS limit_buys,
+     COUNT(*) FILTER (WHERE side = 'BUY' AND order_type = 'MARKET') AS market_buys,
+     COALESCE(SUM(remaining * COALESCE(limit_price, current_price, average_price, 0))
+              FILTER (WHERE side = 'BUY'), 0) AS buys_value,
+     COALESCE(SUM(remaining * COALESCE(limit_price, current_price, average_price, 0))
+              FILTER (WHERE side = 'BUY' AND symbol = %(symbol)s), 0) AS symbol_buys,
+     COALESCE(SUM(remaining * COALESCE(limit_price, current_price, average_price, 0))
+              FILTER (WHERE side = 'BUY' AND sector <> ''
+                      AND sector = (SELECT sector FROM me)), 0) AS sector_buys
+   FROM open_orders) AS oo,
+  (SELECT COALESCE(SUM(value), 0) AS value,
+          COALESCE(SUM(value) FILTER (WHERE symbol = %(symbol)s), 0) AS symbol_value,
+          COALESCE(SUM(value) FILTER (WHERE sector <> '' AND sector = (SELECT sector FROM me)), 0)
+            AS sector_value
+   FROM held) AS h,
+  (SELECT COUNT(*) FILTER (WHERE submitted_at >= %(wall_day_start)s) AS today,
+          COUNT(*) FILTER (WHERE submitted_at > %(second_ago)s) AS last_second
+   FROM {_ORDERS}
+   -- created_at is indexed; an order is sent within moments of its creation (recovery may
+   -- send an older one: it then counts from its creation)
+   WHERE created_at >= %(wall_day_start)s - interval '1 hour' AND submitted_at IS NOT NULL
+     AND id <> %(id)s) AS sent,
+  (SELECT COALESCE(SUM(pnl) FILTER (WHERE at >= %(day_start)s), 0) AS today,
+          COALESCE(SUM(pnl) FILTER (WHERE at >= %(month_start)s), 0) AS month
+   FROM sells) AS r
+"""
+
+# The account row locked (every order's checks and every fill take it), and the trading state
+# row shared (a state change waits for the checks in flight, and they for it): one round trip.
+_LOCK_SQL = f"""
+SELECT a.cash, t.state, t.changed_at
+FROM {Account._meta.db_table} a CROSS JOIN {_STATE} t
+WHERE a.broker = %s AND t.id = 1
+FOR UPDATE OF a FOR SHARE OF t
 """
 
 
-def _locked_cash(broker: str) -> Decimal:
-    """The broker account's cash, its row locked until the transaction ends (created first
-    when missing)."""
-    sql = f"SELECT cash FROM {Account._meta.db_table} WHERE broker = %s FOR UPDATE"
+def _locked_cash_and_state(broker: str) -> tuple[Decimal, str, dt.datetime | None]:
+    """The broker account's cash (its row locked until the transaction ends; created first
+    when missing) and the trading state (its row shared until then)."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [broker])
+        cursor.execute(_LOCK_SQL, [broker])
         row = cursor.fetchone()
         if row is None:
             services.account_ensure(broker=broker)
-            cursor.execute(sql, [broker])
+            TradingState.objects.get_or_create(pk=1)
+            cursor.execute(_LOCK_SQL, [broker])
             row = cursor.fetchone()
-    return row[0]
+    return row
+
+
+def _seoul_midnight(moment: dt.datetime, *, month: bool = False) -> dt.datetime:
+    local = moment.astimezone(krx.SEOUL)
+    day = local.date().replace(day=1) if month else local.date()
+    return dt.datetime.combine(day, dt.time(), krx.SEOUL)
+
+
+def _locks(rows) -> tuple[checks.Lock, ...]:
+    return tuple(
+        checks.Lock(
+            id=row["id"],
+            kind=row["kind"],
+            symbol=row["symbol"],
+            strategy_id=row["strategy"],
+            reason=row["reason"],
+            until=dt.datetime.fromisoformat(row["until"]),
+        )
+        for row in rows or ()
+    )
 
 
 def _market_buys_value(order: Order, *, quote, broker: Broker) -> Decimal:
@@ -157,13 +261,27 @@ def _market_buys_value(order: Order, *, quote, broker: Broker) -> Decimal:
 # --- checks and submission -------------------------------------------------------------------
 
 
-def check_inputs(order: Order, *, quote, now: dt.datetime, broker: Broker) -> checks.CheckInput:
-    """What the pre-trade checks see for `order`. Locks the broker's account row first (until
-    the caller's transaction ends): every order's checks, and every fill, take that lock, so
-    what is read after it (holdings, open orders) cannot change under the checks. Reserved
-    = the other open orders of the broker: sells of this symbol (shares), buys (KRW: limit
-    buys at their limit, market buys at their estimated fill price, plus commission)."""
-    cash = _locked_cash(order.broker)
+def check_inputs(
+    order: Order, *, quote, now: dt.datetime, broker: Broker, at: dt.datetime | None = None
+) -> checks.CheckInput:
+    """What the pre-trade checks see for `order`, in two round trips. First the broker's
+    account row is locked (until the caller's transaction ends; every order's checks and every
+    fill take that lock, so what is read after it cannot change under the checks) and the
+    trading state read under a share lock. Then one statement reads the rest: the stock, the
+    holdings and open orders (reserved = the other open orders of the broker: sells of this
+    symbol in shares, buys in KRW: limit buys at their limit, market buys at their estimated
+    fill price, plus commission), the portfolio's values, realized PnL of the day and month
+    (`now`, the market's clock), the losing streak, the pace of orders (`at`, the wall clock),
+    the live locks that may cover the order and the limits' version (risk.services.limits_for).
+    """
+    cash, state, state_changed_at = _locked_cash_and_state(order.broker)
+    at = at or timezone.now()  # after the lock: the orders sent before it are in the past
+    risk_limits = risk_services.limits_get()
+    streak_since = at - _STREAK_LOOKBACK
+    if state_changed_at is not None and state_changed_at > streak_since:
+        streak_since = state_changed_at
+    month_start = _seoul_midnight(now, month=True)
+    wall_day_start = _seoul_midnight(at)
     with connection.cursor() as cursor:
         cursor.execute(
             _CHECK_FIGURES_SQL,
@@ -172,13 +290,53 @@ def check_inputs(order: Order, *, quote, now: dt.datetime, broker: Broker) -> ch
                 "broker": order.broker,
                 "open": _OPEN_STATUSES,
                 "id": order.pk,
+                "strategy": order.strategy_id,
+                "at": at,
+                "second_ago": at - dt.timedelta(seconds=1),
+                "wall_day_start": wall_day_start,
+                "day_start": _seoul_midnight(now),
+                "month_start": month_start,
+                "streak_since": streak_since,
+                "streak_since_trades": min(month_start, streak_since - dt.timedelta(days=1)),
+                "streak_cap": risk_limits.max_consecutive_losses,
             },
         )
-        market, held, held_reserved, cash_reserved, market_buys = cursor.fetchone()
+        (
+            market,
+            sector,
+            held,
+            held_reserved,
+            cash_reserved,
+            market_buys,
+            buys_value,
+            symbol_buys,
+            sector_buys,
+            held_value,
+            symbol_value,
+            sector_value,
+            realized_today,
+            realized_month,
+            losses,
+            orders_today,
+            orders_last_second,
+            last_order_at,
+            locks,
+            limits_version,
+        ) = cursor.fetchone()
+    if limits_version != risk_limits.updated_at:
+        risk_limits = risk_services.limits_for(limits_version)
     if market_buys:
         cash_reserved += _market_buys_value(order, quote=quote, broker=broker)
     if cash_reserved:
         cash_reserved += krx.commission(cash_reserved)
+    price = estimated_price(
+        side=order.side,
+        order_type=order.order_type,
+        limit_price=order.limit_price,
+        quote=quote,
+        market=market,
+        broker=broker,
+    )
     return checks.CheckInput(
         symbol=order.symbol_id,
         side=order.side,
@@ -188,19 +346,30 @@ def check_inputs(order: Order, *, quote, now: dt.datetime, broker: Broker) -> ch
         market=market,
         quote=quote,
         now=now,
-        price=estimated_price(
-            side=order.side,
-            order_type=order.order_type,
-            limit_price=order.limit_price,
-            quote=quote,
-            market=market,
-            broker=broker,
-        ),
+        price=price,
         held=held,
         held_reserved=held_reserved,
         cash=cash,
         cash_reserved=cash_reserved,
         limits=checks.Limits.from_settings(),
+        state=state,
+        risk=risk_limits,
+        book=checks.Book(
+            portfolio_value=cash + held_value,
+            symbol_value=symbol_value + symbol_buys,
+            sector=sector,
+            sector_value=sector_value + sector_buys,
+            exposure_value=held_value + buys_value,
+            realized_today=realized_today,
+            realized_month=realized_month,
+            consecutive_losses=int(losses),
+            orders_today=orders_today,
+            orders_last_second=orders_last_second,
+            last_order_at=last_order_at,
+            locks=_locks(locks),
+        ),
+        strategy_id=order.strategy_id,
+        at=at,
     )
 
 
