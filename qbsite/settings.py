@@ -307,7 +307,7 @@ ARCHIVER_DATABASE_URL = env_url(
 # Trading core (trading/). The broker orders go to; the paper broker's starting cash (KRW),
 # its slippage in ticks for market orders, and the largest share of an order it fills per
 # quote (1 = whole orders; 0.5 = at most half the order per quote, the rest on later quotes).
-TRADING_BROKER = env_choice("TRADING_BROKER", ("paper",), "paper")
+TRADING_BROKER = env_choice("TRADING_BROKER", ("paper", "kis"), "paper")
 PAPER_INITIAL_CASH = env_decimal("PAPER_INITIAL_CASH", "100000000", min_value=0)
 PAPER_SLIPPAGE_TICKS = env_int("PAPER_SLIPPAGE_TICKS", 1, min_value=0)
 PAPER_FILL_RATIO = env_decimal("PAPER_FILL_RATIO", "1", min_value="0.01", max_value=1)

@@ -465,3 +465,51 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return f"{self.broker}: {self.cash} KRW"
+
+
+# --- Reconciliation with a broker ------------------------------------------------------------
+
+
+class BrokerSyncStatus(models.TextChoices):
+    AGREED = "AGREED", "Agreed"
+    DISAGREED = "DISAGREED", "Disagreed"
+    UNREACHABLE = "UNREACHABLE", "Broker unreachable"
+
+
+class BrokerSync(models.Model):
+    """The last reconciliation with one broker (trading.broker_sync): whether our orders, fills
+    and positions agree with the broker's, the report, and an operator's override. While it
+    does not agree (and is not overridden) no new order is sent to that broker."""
+
+    broker = models.CharField(max_length=16, unique=True)
+    status = models.CharField(max_length=12, choices=BrokerSyncStatus.choices)
+    checked_at = models.DateTimeField()
+    reason = models.TextField(blank=True, help_text="What disagrees (empty when agreed).")
+    report = models.JSONField(default=dict, blank=True)
+    override_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The operator who allowed trading despite the disagreement.",
+    )
+    override_at = models.DateTimeField(null=True, blank=True)
+    override_note = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "broker_sync"
+        ordering = ["broker"]
+        verbose_name = "broker reconciliation"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=BrokerSyncStatus.values), name="broker_sync_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(override_at__isnull=True) | Q(override_by__isnull=False),
+                name="broker_sync_override_has_operator",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.broker}: {self.status}"

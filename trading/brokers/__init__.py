@@ -14,6 +14,7 @@ from .base import Broker, BrokerAck, BrokerError, BrokerFill
 
 BROKERS = {
     "paper": "trading.brokers.paper.PaperBroker",
+    "kis": "trading.brokers.kis.KISBroker",
 }
 
 
