@@ -107,6 +107,9 @@ _LIMITS = RiskLimits._meta.db_table
 _STATE = TradingState._meta.db_table
 # The losing streak is looked for in the sells of the last 30 days at most.
 _STREAK_LOOKBACK = dt.timedelta(days=30)
+# A losing streak is read from the latest (4 x its limit) sell fills: a sell order filled in
+# more pieces than that may end the count early (paper fills are whole; KIS rarely splits more).
+_STREAK_FILLS_PER_ORDER = 4
 _OPEN_STATUSES = sorted(OPEN)
 
 _CHECK_FIGURES_SQL = f"""
@@ -124,14 +127,17 @@ WITH open_orders AS (
   WHERE p.quantity > 0
 ), me AS (
   SELECT market, sector FROM {_STOCKS} WHERE symbol = %(symbol)s
-), sells AS (  -- realized PnL by sell order (a fill of a busted trade does not count)
-  SELECT COALESCE(t.order_id, -t.id) AS sale, SUM(t.profit_loss) AS pnl,
-         MAX(t.timestamp) AS at, MAX(t.id) AS last_id,
-         MIN(COALESCE(o.created_at, t.timestamp)) AS placed
-  FROM {_TRADES} t LEFT JOIN {_ORDERS} o ON o.id = t.order_id
-  WHERE t.side = 'SELL' AND t.status <> 'CANCELED' AND t.profit_loss IS NOT NULL
-    AND t.timestamp >= %(streak_since_trades)s
-  GROUP BY 1
+), recent_sells AS (  -- the latest sell fills (busted trades do not count), newest first
+  SELECT t.id, t.order_id, t.profit_loss, t.timestamp,
+         COALESCE(o.created_at, t.timestamp) AS placed
+  FROM (SELECT id, order_id, profit_loss, timestamp FROM {_TRADES}
+        WHERE side = 'SELL' AND status <> 'CANCELED' AND profit_loss IS NOT NULL
+          AND timestamp >= %(streak_since_trades)s
+        ORDER BY timestamp DESC, id DESC LIMIT %(streak_rows)s) AS t
+  LEFT JOIN {_ORDERS} o ON o.id = t.order_id
+), sells AS (  -- by sell order
+  SELECT SUM(profit_loss) AS pnl, MAX(timestamp) AS at, MAX(id) AS last_id, MIN(placed) AS placed
+  FROM recent_sells GROUP BY COALESCE(order_id, -id)
 )
 SELECT
   (SELECT market FROM me),
@@ -184,9 +190,10 @@ FROM
    -- send an older one: it then counts from its creation)
    WHERE created_at >= %(wall_day_start)s - interval '1 hour' AND submitted_at IS NOT NULL
      AND id <> %(id)s) AS sent,
-  (SELECT COALESCE(SUM(pnl) FILTER (WHERE at >= %(day_start)s), 0) AS today,
-          COALESCE(SUM(pnl) FILTER (WHERE at >= %(month_start)s), 0) AS month
-   FROM sells) AS r
+  (SELECT COALESCE(SUM(profit_loss) FILTER (WHERE timestamp >= %(day_start)s), 0) AS today,
+          COALESCE(SUM(profit_loss), 0) AS month
+   FROM {_TRADES}
+   WHERE side = 'SELL' AND status <> 'CANCELED' AND timestamp >= %(month_start)s) AS r
 """
 
 # The account row locked (every order's checks and every fill take it), and the trading state
@@ -297,8 +304,10 @@ def check_inputs(
                 "day_start": _seoul_midnight(now),
                 "month_start": month_start,
                 "streak_since": streak_since,
-                "streak_since_trades": min(month_start, streak_since - dt.timedelta(days=1)),
+                "streak_since_trades": streak_since - dt.timedelta(days=1),
                 "streak_cap": risk_limits.max_consecutive_losses,
+                # the streak's sell orders are found among this many latest sell fills
+                "streak_rows": _STREAK_FILLS_PER_ORDER * risk_limits.max_consecutive_losses,
             },
         )
         (
