@@ -449,6 +449,33 @@ class KISBroker(Broker):
         return positions, BrokerBalance(cash=balance.cash_d2, details={"deposit": balance.cash})
 
 
+def notice_websocket(config: KISConfig | None = None):
+    """(a kis.ws.KISWebSocket for the fill notices, built on the caller's event loop with the
+    approval key shared through Redis (kis.token.TokenStore); the resources to aclose() after
+    closing it). KIS allows one session per app key: a process that also runs the KIS feed
+    should give the feed and the orders engine the same client."""
+    import httpx
+    import redis.asyncio
+
+    from kis.token import TokenStore
+    from kis.ws import KISWebSocket
+
+    config = config or KISConfig.from_settings()
+    cache = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    http = httpx.AsyncClient(timeout=config.timeout)
+    store = TokenStore(config, redis=cache, http=http)
+
+    async def approval_key_refused(_key: str) -> None:
+        await cache.delete(config.approval_key_key)
+
+    client = KISWebSocket(
+        url=config.ws_url,
+        approval_key=store.approval_key,
+        approval_key_refused=approval_key_refused,
+    )
+    return client, [http, cache]
+
+
 __all__ = [
     "NAME",
     "KISBroker",
@@ -456,5 +483,6 @@ __all__ = [
     "execution_id",
     "kis_runtime",
     "make_broker_order_id",
+    "notice_websocket",
     "split_broker_order_id",
 ]

@@ -17,6 +17,21 @@ orders, open paper orders against the current quotes). The loop repeats it every
 ORDERS_SWEEP_SECONDS (10) for what is older than ORDERS_SWEEP_MIN_AGE_SECONDS (5): the channel
 layer delivers at most once, so a lost trading_signal is ordered by the next sweep instead.
 
+With the KIS broker (TRADING_BROKER=kis; trading.broker_sync):
+- setup() reconciles with KIS first (missing fills applied, external orders recorded, positions
+  compared; the result stored), then recovers. While the reconciliation disagrees, the KIS
+  broker sends no new order (they are REJECTED with BROKER_UNRECONCILED and the reason) until
+  a reconciliation agrees or an operator overrides in the admin. One that could not reach KIS
+  is tried again at each sweep.
+- fill notices (H0STCNI0 real / H0STCNI9 virtual, tr_key KIS_HTS_ID) are listened to on a KIS
+  WebSocket session; each batch wakes the loop, which brings the open KIS orders to KIS's
+  figures at once (broker_sync.kis_refresh). Without KIS_HTS_ID there is no listener.
+- the polling fallback: every ORDERS_SWEEP_SECONDS while KIS orders are open, the same refresh,
+  so nothing depends on the WebSocket alone.
+KIS allows one WebSocket session per app key: the notice listener takes
+`notice_client=` (a kis.ws.KISWebSocket) so that a process running the KIS feed too can hand
+both the same session (trading.brokers.kis.notice_websocket() builds one).
+
 Handlers catch and log their own errors (qb.engine.orders -> system_logs); a database outage
 is left to the runtime, which waits it out (the sweep then finishes what was missed).
 """
@@ -35,8 +50,9 @@ from qbsite.engine_base import Engine
 from qbsite.engines import DB_ERRORS
 from qbsite.events import EventType
 from qbsite.exceptions import QBError
-from trading import oms
+from trading import broker_sync, oms
 from trading.brokers.paper import NAME as PAPER
+from trading.models import BrokerSyncStatus
 from trading.states import OPEN
 
 
@@ -69,17 +85,39 @@ class OrdersEngine(Engine):
     )
     has_loop = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, notice_client=None) -> None:
         super().__init__()
         self.watched: set[str] = set()
         self.counts: collections.Counter = collections.Counter()
         self.sweep_seconds = float(getattr(settings, "ORDERS_SWEEP_SECONDS", 10))
         self.sweep_min_age = float(getattr(settings, "ORDERS_SWEEP_MIN_AGE_SECONDS", 5))
+        self.kis = getattr(settings, "TRADING_BROKER", PAPER) == broker_sync.KIS
+        self.sync_status = ""
+        self.kick = asyncio.Event()  # a fill notice: refresh the KIS orders now
+        self.notice_client = notice_client
+        self._owned: list = []
+        self._listener: asyncio.Task | None = None
+
+    async def reconcile(self) -> None:
+        report = await database_sync_to_async(broker_sync.broker_reconcile)()
+        self.sync_status = report.status
+        self.counts["reconciliations"] += 1
+        if report.agreed:
+            self.log.info(
+                "Reconciled with KIS: %d applied, %d external.",
+                len(report.applied),
+                len(report.external),
+            )
+        else:
+            self.log.error("KIS reconciliation: %s; no new order goes to KIS.", report.reason)
 
     async def setup(self) -> None:
         # A sell's tax needs the KRX calendar (seconds to build): built off the event loop,
         # before the first fill needs it.
         await asyncio.to_thread(krx._calendar)
+        if self.kis:
+            await self.reconcile()
+            self._start_listener()
         recovered = await database_sync_to_async(oms.recover)()
         self.watched = await database_sync_to_async(oms.open_paper_symbols)()
         done = {kind: n for kind, n in recovered.items() if n}
@@ -137,8 +175,72 @@ class OrdersEngine(Engine):
         if symbol and data.get("broker") == PAPER:
             self.watched.add(symbol)
 
+    # --- KIS fill notices and polling ------------------------------------------------------
+
+    def _start_listener(self) -> None:
+        if self.notice_client is None:
+            if not getattr(settings, "KIS_HTS_ID", ""):
+                self.log.warning(
+                    "KIS_HTS_ID is not set: no fill notices; KIS fills come by polling every %g s.",
+                    self.sweep_seconds,
+                )
+                return
+            from trading.brokers.kis import notice_websocket
+
+            self.notice_client, self._owned = notice_websocket()
+        self._listener = asyncio.create_task(self.listen_notices())
+
+    async def listen_notices(self) -> None:
+        """Fill notices -> wake the loop (the refresh reads KIS's totals)."""
+        from kis.config import KISConfig
+        from kis.frames import TR_FILLS
+
+        config = await asyncio.to_thread(KISConfig.from_settings)
+        try:
+            await self.notice_client.subscribe(config.tr_id("ws_fill_notice"), config.hts_id)
+            async for batch in self.notice_client.batches():
+                if batch.tr_id not in TR_FILLS:
+                    continue  # a shared session's trades are the feed's
+                for notice in batch.records:
+                    self.counts["notices"] += 1
+                    self.log.info(
+                        "KIS notice: %s %s %s %d @ %s (order %s)",
+                        notice.kind,
+                        notice.side,
+                        notice.symbol,
+                        notice.quantity,
+                        notice.price,
+                        notice.order_no,
+                    )
+                self.kick.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.exception("KIS notice listener stopped; fills come by polling.")
+
+    async def refresh_kis(self) -> None:
+        result = await database_sync_to_async(broker_sync.kis_refresh)()
+        self.counts["kis_refreshes"] += 1
+        if result.applied:
+            self.counts["kis_applied"] += len(result.applied)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            if self.notice_client is not None:
+                await self.notice_client.close()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._listener, 5)
+        for owned in self._owned:
+            with contextlib.suppress(Exception):
+                await owned.aclose()
+        self._owned = []
+
     async def sweep(self) -> dict:
+        if self.kis and self.sync_status == BrokerSyncStatus.UNREACHABLE:
+            await self.reconcile()
         counts = await database_sync_to_async(oms.recover)(min_age=self.sweep_min_age)
+        if self.kis:
+            await self.refresh_kis()
         self.watched |= await database_sync_to_async(oms.open_paper_symbols)()
         done = {kind: n for kind, n in counts.items() if n and kind != "matched"}
         if done:
@@ -146,21 +248,42 @@ class OrdersEngine(Engine):
         self.counts["sweeps"] += 1
         return counts
 
+    async def _wait(self) -> bool:
+        """Until the sweep is due (False) or a fill notice came (True), or stopping."""
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        kicked = asyncio.ensure_future(self.kick.wait())
+        try:
+            await asyncio.wait(
+                {stopping, kicked},
+                timeout=self.sweep_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stopping.cancel()
+            kicked.cancel()
+        return self.kick.is_set()
+
     async def loop(self) -> None:
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=self.sweep_seconds)
+            kicked = await self._wait()
             if self.stopping.is_set():
                 return
             try:
-                await self.sweep()
+                if kicked:
+                    self.kick.clear()
+                    await self.refresh_kis()
+                else:
+                    await self.sweep()
             except DB_ERRORS:
                 raise
             except Exception:
                 self.log.exception("Orders sweep failed; trying again next period.")
 
     def stats(self) -> dict:
-        return {"watched": len(self.watched), **self.counts}
+        stats = {"watched": len(self.watched), **self.counts}
+        if self.kis:
+            stats["kis_sync"] = self.sync_status
+        return stats
 
 
 __all__ = ["OrdersEngine"]

@@ -21,7 +21,7 @@ kis_settings = kis_testing.kis_settings
 
 
 @pytest.fixture
-def kis_world(kis_settings, fake_kis, redis_client, db):
+def kis_world(kis_settings, fake_kis, redis_client):
     """TRADING_BROKER=kis on the fake, 005930 at 70,000 (ours and KIS's), no sync yet."""
     kis_settings.TRADING_BROKER = "kis"
     make_stock("005930", market="KOSPI")
