@@ -8,7 +8,8 @@ read-only; an account is created with its initial cash (which is then its cash) 
 edited or deleted. Positions may be corrected by hand (a reconciliation with the broker), but
 their cost basis and PnL are computed, so they are read-only; `manage.py reconcile` reports a
 hand-edited position as a difference from its trades. Strategy performance is computed from
-trades: view only.
+trades: view only. Broker reconciliations (trading.broker_sync): view only, with the actions
+"Allow trading despite the disagreement" (recorded: who, when) and "End the override".
 """
 
 from django import forms
@@ -23,10 +24,11 @@ from qbsite.admin_utils import (
     is_operator,
 )
 from qbsite.exceptions import QBError
-from trading import oms, services
+from trading import broker_sync, oms, services
 from trading.brokers import BROKERS
 from trading.models import (
     Account,
+    BrokerSync,
     Order,
     OrderStatus,
     OrderTransition,
@@ -312,3 +314,51 @@ class AccountAdmin(OperatorAdmin):
     def save_model(self, request, obj, form, change):
         account = services.account_ensure(broker=obj.broker, initial_cash=obj.initial_cash)
         obj.pk, obj.cash, obj.updated_at = account.pk, account.cash, account.updated_at
+
+
+@admin.register(BrokerSync)
+class BrokerSyncAdmin(OperatorAdmin):
+    list_display = ("broker", "status", "checked_at", "override_by", "override_at", "reason")
+    readonly_fields = (
+        "broker",
+        "status",
+        "checked_at",
+        "reason",
+        "report",
+        "override_by",
+        "override_at",
+        "override_note",
+    )
+    actions = ("override", "end_override")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Allow trading despite the disagreement (until the next check)")
+    def override(self, request, queryset):
+        for broker in queryset.values_list("broker", flat=True):
+            try:
+                broker_sync.sync_override(
+                    broker=broker, user=request.user, note="Overridden in the admin."
+                )
+            except QBError as exc:
+                self.message_user(request, exc.message, level=messages.WARNING)
+                continue
+            self.message_user(
+                request,
+                f"Trading with {broker} allowed by {request.user.get_username()} until the "
+                "next reconciliation.",
+                level=messages.WARNING,
+            )
+
+    @admin.action(description="End the override")
+    def end_override(self, request, queryset):
+        for broker in queryset.values_list("broker", flat=True):
+            broker_sync.sync_override_clear(broker=broker)
+            self.message_user(request, f"Override of {broker} ended.")

@@ -135,9 +135,11 @@ def sync_override(*, broker: str, user, note: str = "") -> BrokerSync:
 
 
 def sync_override_clear(*, broker: str) -> None:
+    """End an override: the last reconciliation's verdict applies again."""
     BrokerSync.objects.filter(broker=broker).update(
         override_by=None, override_at=None, override_note=""
     )
+    logger.warning("Override of the %s reconciliation ended.", broker)
 
 
 # --- applying KIS's figures to one order -----------------------------------------------------

@@ -32,7 +32,9 @@ position hides that. Every fix is logged (WARNING, qb.trading.reconcile -> syste
 Against the broker (`against_broker()`, `manage.py reconcile --broker`): the stored positions and
 cash against what the broker reports (Broker.positions(), Broker.balance()). The comparison,
 `broker_differences(positions=..., cash=...)`, takes the broker's figures as plain values, so
-the KIS broker (or a test) feeds it the same way.
+the KIS broker (or a test) feeds it the same way. With KIS, `manage.py reconcile --broker kis`
+runs trading.broker_sync.broker_reconcile instead (orders and fills too, stored, and the
+refuse-to-trade state), which uses broker_differences for the positions.
 """
 
 from __future__ import annotations
