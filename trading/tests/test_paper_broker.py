@@ -101,8 +101,8 @@ def test_ids_are_deterministic():
 
 def test_get_broker_names_the_known_ones():
     assert isinstance(get_broker(), PaperBroker)
-    with pytest.raises(BrokerError, match="Unknown broker 'kis'; known brokers: paper"):
-        get_broker("kis")
+    with pytest.raises(BrokerError, match="Unknown broker 'ibkr'; known brokers: kis, paper"):
+        get_broker("ibkr")
 
 
 # --- market orders ------------------------------------------------------------------------------
