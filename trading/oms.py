@@ -38,6 +38,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from marketdata import krx
+from qbsite.db import PreparedStatement
 from qbsite.exceptions import NotFound
 from risk import services as risk_services
 from risk.models import RiskLimits, RiskLock, TradingState
@@ -110,7 +111,14 @@ _STREAK_LOOKBACK = dt.timedelta(days=30)
 # A losing streak is read from the latest (4 x its limit) sell fills: a sell order filled in
 # more pieces than that may end the count early (paper fills are whole; KIS rarely splits more).
 _STREAK_FILLS_PER_ORDER = 4
+# A losing streak is counted up to this many sell orders: a limit above it never denies (the
+# permissive limits of tests use 1,000,000, which would read every sell of the month).
+_STREAK_MAX = 100
 _OPEN_STATUSES = sorted(OPEN)
+
+# Constants in the text, not parameters: the prepared statement's generic plan then knows them
+# (an index scan of the few open orders, not a scan of every order ever placed).
+_OPEN_SQL = ", ".join(f"'{status}'" for status in _OPEN_STATUSES)
 
 _CHECK_FIGURES_SQL = f"""
 WITH open_orders AS (
@@ -119,7 +127,7 @@ WITH open_orders AS (
   FROM {_ORDERS} o
   JOIN {_STOCKS} s ON s.symbol = o.symbol
   LEFT JOIN {_POSITIONS} p ON p.symbol = o.symbol
-  WHERE o.broker = %(broker)s AND o.status = ANY(%(open)s) AND o.id <> %(id)s
+  WHERE o.broker = %(broker)s AND o.status IN ({_OPEN_SQL}) AND o.id <> %(id)s
 ), held AS (
   SELECT p.symbol, p.quantity, s.sector,
          p.quantity * COALESCE(p.current_price, p.average_price) AS value
@@ -195,6 +203,26 @@ FROM
    FROM {_TRADES}
    WHERE side = 'SELL' AND status <> 'CANCELED' AND timestamp >= %(month_start)s) AS r
 """
+
+_CHECK_FIGURES = PreparedStatement(
+    "qb_check_figures",
+    _CHECK_FIGURES_SQL,
+    {
+        "symbol": "text",
+        "broker": "text",
+        "id": "bigint",
+        "strategy": "bigint",
+        "at": "timestamptz",
+        "second_ago": "timestamptz",
+        "wall_day_start": "timestamptz",
+        "day_start": "timestamptz",
+        "month_start": "timestamptz",
+        "streak_since": "timestamptz",
+        "streak_since_trades": "timestamptz",
+        "streak_cap": "integer",
+        "streak_rows": "integer",
+    },
+)
 
 # The account row locked (every order's checks and every fill take it), and the trading state
 # row shared (a state change waits for the checks in flight, and they for it): one round trip.
@@ -290,12 +318,12 @@ def check_inputs(
     month_start = _seoul_midnight(now, month=True)
     wall_day_start = _seoul_midnight(at)
     with connection.cursor() as cursor:
-        cursor.execute(
-            _CHECK_FIGURES_SQL,
+        # Prepared: planning this statement cost more than running it (bench/risk_checks.py).
+        _CHECK_FIGURES.execute(
+            cursor,
             {
                 "symbol": order.symbol_id,
                 "broker": order.broker,
-                "open": _OPEN_STATUSES,
                 "id": order.pk,
                 "strategy": order.strategy_id,
                 "at": at,
@@ -305,9 +333,10 @@ def check_inputs(
                 "month_start": month_start,
                 "streak_since": streak_since,
                 "streak_since_trades": streak_since - dt.timedelta(days=1),
-                "streak_cap": risk_limits.max_consecutive_losses,
+                "streak_cap": min(risk_limits.max_consecutive_losses, _STREAK_MAX),
                 # the streak's sell orders are found among this many latest sell fills
-                "streak_rows": _STREAK_FILLS_PER_ORDER * risk_limits.max_consecutive_losses,
+                "streak_rows": _STREAK_FILLS_PER_ORDER
+                * min(risk_limits.max_consecutive_losses, _STREAK_MAX),
             },
         )
         (
@@ -410,7 +439,9 @@ def _check_and_mark(
     return decision
 
 
-def _apply_fills(order: Order, fills, *, actor: str) -> Order:
+def _apply_fills(order: Order, fills, *, actor: str, locked: bool = False) -> Order:
+    """Apply the broker's fills of `order`; `locked`: the caller holds the order's lock inside
+    its transaction, which the fills join (services.order_apply_fill(locked=...))."""
     for fill in fills:
         try:
             trade = services.order_apply_fill(
@@ -420,6 +451,7 @@ def _apply_fills(order: Order, fills, *, actor: str) -> Order:
                 price=fill.price,
                 at=fill.time,
                 actor=actor,
+                locked=order if locked else None,
             )
         except services.FillError as exc:
             logger.warning(
@@ -472,7 +504,7 @@ def _apply_ack(order: Order, ack: BrokerAck, *, broker: Broker) -> Order:
                 actor=actor,
                 broker_order_id=ack.broker_order_id or None,
             )
-        return _apply_fills(order, ack.fills, actor=actor)
+        return _apply_fills(order, ack.fills, actor=actor, locked=True)
 
 
 def _send(order: Order, *, broker: Broker) -> Order:
