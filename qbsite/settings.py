@@ -249,6 +249,8 @@ SPECTACULAR_SETTINGS = {
         "TradeStatusEnum": "trading.models.TradeStatus",
         # BUY / SELL: trades' and orders' side, signals' action.
         "SideEnum": "trading.models.Side",
+        # ACTIVE / REDUCING / HALTED: the trading state and its changes' from / to.
+        "TradingStateEnum": "risk.models.State",
     },
 }
 
