@@ -38,8 +38,9 @@ reduces a position) is never stopped by a rule that guards against taking on mor
   protection never traps a position); a MANUAL lock stops sells too.
 - RATE_LIMIT: max_orders_per_second orders already sent in the last second (wall clock, as
   the orders' own timestamps). Every side.
-- SAME_SYMBOL_INTERVAL: an order on this symbol was sent less than
-  same_symbol_interval_seconds ago. Every side.
+- SAME_SYMBOL_INTERVAL: a buy while an order on this symbol was sent less than
+  same_symbol_interval_seconds ago. Buys only: a sell reduces a long position, and an exit
+  (a stop-loss just after the buy) must not wait.
 - ORDER_VALUE_TOO_LOW / ORDER_VALUE_TOO_HIGH: a buy's value (quantity x the price it is valued
   at) outside min_order_value .. max_order_value (both inclusive). A sell below the minimum is
   denied unless it sells everything still free of the position (a small remainder can always
@@ -463,6 +464,10 @@ def check_rate_limit(c: CheckInput) -> Decision | None:
 
 
 def check_same_symbol_interval(c: CheckInput) -> Decision | None:
+    # Buys only: a sell reduces a long position, and an exit (a stop-loss moments after the
+    # buy, or one exit split per strategy book) must not wait out the interval.
+    if c.side != "BUY":
+        return None
     if c.book is None or c.risk is None or c.book.last_order_at is None or c.at is None:
         return None
     interval = c.risk.same_symbol_interval_seconds

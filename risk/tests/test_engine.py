@@ -53,8 +53,6 @@ def build():
     make_stock("000660", name="SK hynix", market="KOSPI", sector="Tech")
     paper_account("100000000")
     make_strategy("sma-a")
-    # Exits split per strategy book are several orders on one symbol at once (see the report).
-    risk_services.limits_update(same_symbol_interval_seconds=0, actor="test")
 
 
 @pytest.fixture

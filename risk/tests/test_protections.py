@@ -117,9 +117,6 @@ def book(db, redis_client):
     make_stock("005930", market="KOSPI")
     paper_account("100000000")
     strategy = make_strategy("sma-a")
-    # The pre-trade SAME_SYMBOL_INTERVAL rule applies to sells too (for now): an exit split
-    # per strategy book is several orders on one symbol at once. See the report.
-    risk_services.limits_update(same_symbol_interval_seconds=0, actor="test")
     return strategy
 
 
