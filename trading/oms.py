@@ -664,7 +664,8 @@ def size_signal(signal: Signal, *, quote, broker: Broker) -> tuple[int, str, Dec
 
     BUY: each of the strategy's symbols gets capital_allocation / len(symbols); less what the
     strategy already holds there and has in open buy orders, valued at the estimated fill price;
-    the rest buys the most whole shares that fit with their commission.
+    the rest buys the most whole shares that fit with their commission, and at most the risk
+    limits' max_order_value (the allocation is then reached in several orders).
     SELL: what the strategy holds there (its own trades, net) less its open sells, at most what
     the position has free (less every open sell order).
     signal.quantity, when given, caps either.
@@ -687,6 +688,9 @@ def size_signal(signal: Signal, *, quote, broker: Broker) -> tuple[int, str, Dec
         per_symbol = strategy.capital_allocation / max(len(strategy.symbols or ()), 1)
         committed = (held + open_buys) * price
         quantity = max_shares(per_symbol - committed, price)
+        # One order is at most the risk limits' max order value: the allocation is reached in
+        # several buys instead of one order the checks would deny (ORDER_VALUE_TOO_HIGH).
+        quantity = min(quantity, int(risk_services.limits_get().max_order_value // price))
         if asked is not None:
             quantity = min(quantity, asked)
         if quantity <= 0:

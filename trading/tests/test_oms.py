@@ -214,6 +214,25 @@ def test_a_signal_is_sized_from_the_allocation(stock, account, quote):
     assert oms.order_from_signal(signal_id=third.pk).quantity == 12
 
 
+def test_a_buy_is_at_most_the_max_order_value(stock, account, quote):
+    from risk import services as risk_services
+
+    # The default limit: 1,000,000 KRW an order. 5,000,000 per symbol at 70,100 would be 71.
+    risk_services.limits_update(actor="test", max_order_value=Decimal(1_000_000))
+    strategy = make_strategy(symbols=("005930", "000660"), allocation="10000000")
+    make_stock("000660", name="SK hynix")
+    first = oms.order_from_signal(signal_id=make_signal(strategy).pk)
+    # 1,000,000 // 70,100 = 14 shares (981,400): under the limit with room for no 15th.
+    assert (first.quantity, first.status) == (14, S.FILLED)
+    # The next signal buys the next slice of the allocation, again at most 14.
+    second = oms.order_from_signal(signal_id=make_signal(strategy).pk)
+    assert (second.quantity, second.status) == (14, S.FILLED)
+    # A limit of exactly 15 x 70,100 = 1,051,500 takes 15 (the limit is inclusive).
+    risk_services.limits_update(actor="test", max_order_value=Decimal(1_051_500))
+    third = oms.order_from_signal(signal_id=make_signal(strategy).pk)
+    assert (third.quantity, third.status) == (15, S.FILLED)
+
+
 def test_signal_quantity_caps_the_size(stock, account, quote):
     strategy = make_strategy()
     order = oms.order_from_signal(signal_id=make_signal(strategy, quantity=5).pk)
