@@ -23,6 +23,32 @@
 
 The protocol itself is `KISProtocol`, with no I/O: `handle(text)` -> (batch or None, replies to
 send). A test drives it with strings.
+
+One session per process: KIS allows one WebSocket session per app key, and `batches()` has a
+single reader. Parts of a process that all need KIS streams (the KIS feed, the orders engine's
+fill-notice listener) each take a consumer of the process's shared session instead:
+
+    feed = session_consumer("kis feed")                  # KISConfig.from_settings(); lazy
+    await feed.subscribe("H0STCNT0", "005930")
+    async for batch in feed.batches():                   # only this consumer's records
+        ...
+    await feed.close()                                   # the last one out closes the session
+
+- The registry: one KISSession per (ws_url, app key) in the process, made on the first
+  consumer's first subscribe() / batches() (on the running event loop; a consumer on another
+  live loop is refused) and closed, with the resources it opened, when its last consumer
+  closes. Connecting, reconnecting and subscribing everything again stay the KISWebSocket's.
+- One reader task reads the KISWebSocket and hands each Batch to the consumers registered for
+  it: H0STCNT0 records by symbol (tr_key), other streams (fill notices, tr_key the HTS id) whole
+  to every consumer registered on their tr_id. Two consumers may hold the same registration;
+  KIS gets it once and loses it with its last holder.
+- Slow consumers: each consumer has a bounded queue (queue_size batches, 1000 by default). The
+  reader never waits for a consumer: when a queue is full its OLDEST batch is dropped for the new
+  one (the consumer catches up on fresh data; the other consumers see nothing of it); drops are
+  counted (`dropped_batches`, `dropped_records`) and logged (WARNING on "qb.kis", at most once
+  per log_interval seconds per consumer, with the count since the last line).
+- The 41 registrations are counted across the consumers: one more raises RegistrationLimitError
+  naming what every consumer holds.
 """
 
 from __future__ import annotations
@@ -33,6 +59,7 @@ import datetime as dt
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +67,7 @@ from dataclasses import dataclass
 import websockets
 
 from kis import crypto
+from kis.config import app_key_id
 from kis.errors import KISError
 from kis.frames import (
     FIELD_COUNTS,
@@ -278,6 +306,11 @@ class KISWebSocket:
     def connected(self) -> bool:
         return self._ws is not None
 
+    @property
+    def rejected(self) -> list[tuple[str, str, str]]:
+        """The registrations KIS refused: (tr_id, tr_key, KIS's msg1)."""
+        return list(self.protocol.rejected)
+
     async def subscribe(self, tr_id: str, tr_key: str) -> None:
         if self.protocol.add(tr_id, tr_key):
             await self._send_registration(tr_id, tr_key, subscribe=True)
@@ -340,6 +373,8 @@ class KISWebSocket:
             max_size=2**22,
             proxy=None,  # straight to KIS (and to the loopback fake), never via *_proxy variables
         ) as ws:
+            if self._closing.is_set():
+                return  # close() came while connecting: it found no socket to close
             self._key = key
             self._ws = ws
             self.connections += 1
@@ -404,3 +439,434 @@ class KISWebSocket:
         ws = self._ws
         if ws is not None:
             await ws.close()
+
+
+# --- one session per process, shared by consumers ----------------------------------------------
+DEFAULT_QUEUE_SIZE = 1000  # batches a consumer may fall behind before its oldest are dropped
+READER_STOP_SECONDS = 2.0  # how long close() lets the reader finish before cancelling it
+_LISTED = 6  # registrations named per consumer in a limit error
+
+_END = object()  # a consumer's queue: no more batches
+
+_sessions: dict[tuple[str, str], KISSession] = {}
+_sessions_lock = threading.Lock()  # consumers may be made on any thread
+
+
+def active_sessions() -> list[KISSession]:
+    """The process's open shared sessions (diagnostics, tests)."""
+    with _sessions_lock:
+        return list(_sessions.values())
+
+
+def _shared_session(
+    key: tuple[str, str], build: Callable[[], tuple[KISWebSocket, list]]
+) -> KISSession:
+    """The process's session for `key` on the running loop: the open one, else build()'s."""
+    loop = asyncio.get_running_loop()
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is not None and session.loop is not loop:
+            if session.loop.is_closed() or not session.loop.is_running():
+                # Left by an event loop that has ended without closing it (its socket and
+                # resources went with that loop): forget it.
+                logger.warning("Forgetting a KIS WebSocket session left by an ended event loop")
+                del _sessions[key]
+                session = None
+            else:
+                raise KISWebSocketError(
+                    f"The KIS WebSocket session of {key[0]} is open on another event loop: KIS "
+                    "allows one session per app key, so run its consumers on one loop."
+                )
+        if session is None:
+            client, resources = build()
+            session = KISSession(client, key=key, resources=resources, loop=loop)
+            _sessions[key] = session
+        return session
+
+
+class KISSession:
+    """One KISWebSocket read by one task for several consumers (see the module doc). Made and
+    closed by the consumers (KISSessionConsumer); nothing else needs to call it."""
+
+    def __init__(
+        self,
+        client: KISWebSocket,
+        *,
+        key: tuple[str, str],
+        resources: list,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.loop = loop
+        self._resources = list(resources)  # closed (aclose) with the session
+        self.consumers: list[KISSessionConsumer] = []
+        self._holders: dict[tuple[str, str], list[KISSessionConsumer]] = {}
+        self._reader: asyncio.Task | None = None
+        self.closed = False
+        self.unclaimed = 0  # batches no consumer was registered for (e.g. just unsubscribed)
+
+    # --- consumers -------------------------------------------------------------------------
+    def join(self, consumer: KISSessionConsumer) -> None:
+        if consumer not in self.consumers:
+            self.consumers.append(consumer)
+
+    async def subscribe(self, consumer: KISSessionConsumer, tr_id: str, tr_key: str) -> None:
+        registration = (tr_id, tr_key)
+        if registration in consumer._registrations:
+            return
+        try:
+            await self.client.subscribe(tr_id, tr_key)  # nothing sent if another holds it
+        except RegistrationLimitError:
+            raise RegistrationLimitError(self._limit_message(consumer, tr_id, tr_key)) from None
+        self._holders.setdefault(registration, []).append(consumer)
+        consumer._add(registration)
+        self.start_reader()
+
+    async def unsubscribe(self, consumer: KISSessionConsumer, tr_id: str, tr_key: str) -> None:
+        registration = (tr_id, tr_key)
+        if registration not in consumer._registrations:
+            raise KISWebSocketError(
+                f"{consumer.name} cannot unsubscribe from {tr_id} {tr_key}: not subscribed."
+            )
+        consumer._discard(registration)
+        holders = self._holders.get(registration, [])
+        if consumer in holders:
+            holders.remove(consumer)
+        if not holders:
+            self._holders.pop(registration, None)
+            # Not there any more when KIS refused it (kept in `rejected`).
+            if registration in self.client.protocol.registrations:
+                await self.client.unsubscribe(tr_id, tr_key)
+
+    async def leave(self, consumer: KISSessionConsumer) -> None:
+        """A consumer is done: its registrations go (unless another holds them); the session
+        closes with its last consumer."""
+        if consumer in self.consumers:
+            self.consumers.remove(consumer)
+        if not self.consumers:
+            await self.close()
+            return
+        for tr_id, tr_key in list(consumer._registrations):
+            await self.unsubscribe(consumer, tr_id, tr_key)
+
+    def _limit_message(self, consumer: KISSessionConsumer, tr_id: str, tr_key: str) -> str:
+        live = self.client.protocol.registrations
+        held = []
+        for holder in self.consumers:
+            mine = [f"{t} {k}" for t, k in holder.registrations if (t, k) in live]
+            listed = ", ".join(mine[:_LISTED])
+            if len(mine) > _LISTED:
+                listed += f" and {len(mine) - _LISTED} more"
+            held.append(f"{holder.name} {len(mine)}" + (f" ({listed})" if mine else ""))
+        limit = self.client.protocol.max_registrations
+        return (
+            f"{consumer.name} cannot subscribe to {tr_id} {tr_key}: KIS allows at most {limit} "
+            f"registrations per session (one session per app key, shared by this process) and "
+            f"all are in use: {'; '.join(held)}."
+        )
+
+    # --- the reader ------------------------------------------------------------------------
+    def start_reader(self) -> None:
+        if self._reader is None and not self.closed:
+            self._reader = self.loop.create_task(self._read(), name="kis-ws-session-reader")
+
+    async def _read(self) -> None:
+        error: BaseException | None = None
+        try:
+            async for batch in self.client.batches():
+                self.dispatch(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: the client handles every network failure itself
+            logger.exception("The shared KIS WebSocket session's reader stopped")
+            error = exc
+        if not self.closed:  # ended without close(): its consumers must not wait forever
+            for consumer in list(self.consumers):
+                consumer._end(error or KISWebSocketError("the KIS WebSocket session ended"))
+            await self.close(reader_done=True)
+
+    def dispatch(self, batch: Batch) -> None:
+        """Hand `batch` to the consumers registered for it, never waiting for any."""
+        claimed = False
+        for consumer in self.consumers:
+            keys = consumer._keys.get(batch.tr_id)
+            if not keys:
+                continue
+            if batch.tr_id == TR_TRADES:
+                mine = [r for r in batch.records if r.tick.symbol in keys]
+                if not mine:
+                    continue
+                consumer._offer(
+                    batch if len(mine) == len(batch.records) else Batch(TR_TRADES, mine)
+                )
+            else:
+                consumer._offer(batch)
+            claimed = True
+        if not claimed:
+            self.unclaimed += 1
+
+    async def close(self, *, reader_done: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with _sessions_lock:
+            if _sessions.get(self.key) is self:
+                del _sessions[self.key]
+        for consumer in list(self.consumers):
+            consumer._end(None)
+        self.consumers.clear()
+        await self.client.close()
+        reader = self._reader
+        if reader is not None and not reader_done and not reader.done():
+            # asyncio.wait, not wait_for: a reader cancelled by someone else must not raise here
+            await asyncio.wait({reader}, timeout=READER_STOP_SECONDS)
+            if not reader.done():
+                reader.cancel()
+                await asyncio.wait({reader})
+        for resource in self._resources:
+            try:
+                await resource.aclose()
+            except Exception:
+                logger.exception("Closing a resource of the KIS WebSocket session failed")
+        self._resources = []
+
+
+class KISSessionConsumer:
+    """One user of the process's shared KIS WebSocket session (see the module doc).
+
+    `build()` -> (KISWebSocket, resources to aclose with it) makes the session when none is
+    open for (url, app key); session_consumer() gives the one from settings. Making a consumer
+    opens nothing: the session is joined at the first subscribe() / batches(), on the running
+    loop. The figures (connections, drops, bad_frames) are the shared session's."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        app_key: str,
+        build: Callable[[], tuple[KISWebSocket, list]],
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        log_interval: float = 10.0,
+    ) -> None:
+        if not name or not name.strip():
+            raise KISWebSocketError("A KIS WebSocket session consumer needs a name.")
+        if queue_size < 1:
+            raise KISWebSocketError(f"queue_size {queue_size} must be at least 1.")
+        if not url.startswith(("ws://", "wss://")):
+            raise KISWebSocketError(f"KIS WebSocket URL {url!r} is not ws:// or wss://.")
+        self.name = name
+        self.url = url
+        self.key = (url, app_key_id(app_key))
+        self._build = build
+        self.queue_size = queue_size
+        self.log_interval = log_interval
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
+        self._registrations: dict[tuple[str, str], None] = {}  # in subscription order
+        self._keys: dict[str, set[str]] = {}  # tr_id -> tr_keys (the reader's lookup)
+        self.session: KISSession | None = None
+        self._closed = False
+        self._reading = False
+        self._error: BaseException | None = None
+        # figures
+        self.batches_received = 0
+        self.dropped_batches = 0
+        self.dropped_records = 0
+        self._drops_logged = 0
+        self._drop_logged_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"KISSessionConsumer({self.name!r}, {len(self._registrations)} registration(s))"
+
+    # --- the KISWebSocket-like API ---------------------------------------------------------
+    @property
+    def registrations(self) -> list[tuple[str, str]]:
+        return list(self._registrations)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def subscribe(self, tr_id: str, tr_key: str) -> None:
+        await self._attach().subscribe(self, tr_id, tr_key)
+
+    async def unsubscribe(self, tr_id: str, tr_key: str) -> None:
+        session = self.session
+        if session is None or session.closed:
+            raise KISWebSocketError(
+                f"{self.name} cannot unsubscribe from {tr_id} {tr_key}: not subscribed."
+            )
+        await session.unsubscribe(self, tr_id, tr_key)
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """This consumer's batches until close() (or the session failing:
+        KISWebSocketError)."""
+        if self._reading:
+            raise KISWebSocketError(
+                f"{self.name}: batches() is already being read; one reader per consumer."
+            )
+        if self._closed and self._queue.empty():
+            return
+        self._reading = True
+        try:
+            if not self._closed:
+                self._attach().start_reader()
+            while True:
+                item = await self._queue.get()
+                if item is _END:
+                    if self._error is not None:
+                        raise KISWebSocketError(
+                            f"{self.name}: the shared KIS WebSocket session stopped: {self._error}"
+                        ) from self._error
+                    return
+                yield item
+        finally:
+            self._reading = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._end(None)
+        session = self.session  # kept: the figures stay readable after close()
+        if session is not None and not session.closed:
+            await session.leave(self)
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    @property
+    def connections(self) -> int:
+        return self._client.connections if self._client is not None else 0
+
+    @property
+    def drops(self) -> int:
+        return self._client.drops if self._client is not None else 0
+
+    @property
+    def bad_frames(self) -> int:
+        return self._client.bad_frames if self._client is not None else 0
+
+    @property
+    def rejected(self) -> list[tuple[str, str, str]]:
+        """The registrations of this consumer that KIS refused."""
+        if self._client is None:
+            return []
+        return [r for r in self._client.protocol.rejected if (r[0], r[1]) in self._registrations]
+
+    # --- inside ----------------------------------------------------------------------------
+    @property
+    def _client(self) -> KISWebSocket | None:
+        return self.session.client if self.session is not None else None
+
+    def _attach(self) -> KISSession:
+        if self._closed:
+            raise KISWebSocketError(f"{self.name}: this KIS WebSocket consumer is closed.")
+        session = self.session
+        if session is None or session.closed:
+            session = _shared_session(self.key, self._build)
+            session.join(self)
+            self.session = session
+        return session
+
+    def _add(self, registration: tuple[str, str]) -> None:
+        self._registrations[registration] = None
+        self._keys.setdefault(registration[0], set()).add(registration[1])
+
+    def _discard(self, registration: tuple[str, str]) -> None:
+        self._registrations.pop(registration, None)
+        keys = self._keys.get(registration[0])
+        if keys is not None:
+            keys.discard(registration[1])
+            if not keys:
+                del self._keys[registration[0]]
+
+    def _offer(self, batch: Batch) -> None:
+        if self._closed:
+            return
+        self.batches_received += 1
+        if self._queue.full():
+            self._drop_oldest()
+        self._queue.put_nowait(batch)
+
+    def _drop_oldest(self) -> None:
+        dropped = self._queue.get_nowait()
+        if dropped is _END:  # never pushed out; the queue is only ever full of batches
+            self._queue.put_nowait(dropped)
+            return
+        self.dropped_batches += 1
+        self.dropped_records += len(dropped.records)
+        now = time.monotonic()
+        if self._drop_logged_at is not None and now - self._drop_logged_at < self.log_interval:
+            return
+        logger.warning(
+            "KIS WebSocket consumer %s is too slow: %d batch(es) dropped (%d in all; queue of %d)",
+            self.name,
+            self.dropped_batches - self._drops_logged,
+            self.dropped_batches,
+            self.queue_size,
+            extra={
+                "metadata": {
+                    "consumer": self.name,
+                    "dropped_batches": self.dropped_batches,
+                    "dropped_records": self.dropped_records,
+                    "queue_size": self.queue_size,
+                }
+            },
+        )
+        self._drops_logged = self.dropped_batches
+        self._drop_logged_at = now
+
+    def _end(self, error: BaseException | None) -> None:
+        """No more batches: what is queued is still read, then batches() ends (or raises)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._error = error
+        if self._queue.full():
+            self._drop_oldest()
+        self._queue.put_nowait(_END)
+
+
+def client_from_config(config) -> tuple[KISWebSocket, list]:
+    """A KISWebSocket for `config` (kis.config.KISConfig) with the approval key shared through
+    Redis (kis.token.TokenStore; dropped when KIS refuses it), and the resources it opened."""
+    import httpx
+    import redis.asyncio
+    from django.conf import settings
+
+    from kis.token import TokenStore
+
+    cache = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    http = httpx.AsyncClient(timeout=config.timeout)
+    store = TokenStore(config, redis=cache, http=http)
+
+    async def approval_key_refused(_key: str) -> None:
+        # KIS refused the cached key: drop it so that the next session issues a new one.
+        await cache.delete(config.approval_key_key)
+
+    client = KISWebSocket(
+        url=config.ws_url,
+        approval_key=store.approval_key,
+        approval_key_refused=approval_key_refused,
+    )
+    return client, [http, cache]
+
+
+def session_consumer(
+    name: str, *, config=None, queue_size: int = DEFAULT_QUEUE_SIZE
+) -> KISSessionConsumer:
+    """A consumer of the process's KIS WebSocket session for `config` (default
+    KISConfig.from_settings())."""
+    if config is None:
+        from kis.config import KISConfig
+
+        config = KISConfig.from_settings()
+    return KISSessionConsumer(
+        name,
+        url=config.ws_url,
+        app_key=config.app_key,
+        build=lambda: client_from_config(config),
+        queue_size=queue_size,
+    )

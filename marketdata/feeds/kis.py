@@ -7,9 +7,13 @@
 
 - Symbols: the `symbols` given, else settings.KIS_FEED_SYMBOLS (a list, or "005930,000660");
   at most 41 (kis.frames.MAX_REGISTRATIONS: KIS's registrations per session).
-- The client (kis.ws.KISWebSocket) is built from KISConfig.from_settings() (KIS_WS_URL overrides
-  the host) with the approval key of kis.token.TokenStore (cached in Redis, shared by every
-  process); or pass `client=` (tests, a shared session).
+- The client: a consumer ("kis feed") of the process's shared KIS WebSocket session
+  (kis.ws.session_consumer: KISConfig.from_settings(), KIS_WS_URL overrides the host; the
+  approval key of kis.token.TokenStore, cached in Redis). KIS allows one session per app key:
+  the orders engine's fill-notice listener in the same process shares it, and the 41
+  registrations are counted across both. Or pass `client=` (a kis.ws.KISWebSocket read by the
+  feed alone, or another KISSessionConsumer). stats() figures connections / drops / bad_frames
+  are the session's; dropped_batches counts batches dropped because the feed fell behind.
 - Malformed frames are logged by the client (WARNING on "qb.kis", so system_logs) and skipped;
   drops are reconnected with backoff and every symbol subscribed again.
 - Clock: the later of the latest print's time and the wall clock. The wall clock so that candles
@@ -27,7 +31,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from kis.frames import MAX_REGISTRATIONS, TR_TRADES
-from kis.ws import KISWebSocket
+from kis.ws import KISSessionConsumer, KISWebSocket, session_consumer
 from marketdata.feeds.base import Feed, FeedError, parse_speed
 
 logger = logging.getLogger("qb.collector")
@@ -72,7 +76,7 @@ class KISWebSocketFeed(Feed):
         self,
         symbols: Iterable[str] | None = None,
         *,
-        client: KISWebSocket | None = None,
+        client: KISWebSocket | KISSessionConsumer | None = None,
         speed=None,
         wall_clock: Callable[[], dt.datetime] = _wall,
     ) -> None:
@@ -87,33 +91,8 @@ class KISWebSocketFeed(Feed):
         self._wall = wall_clock
         self._latest: dt.datetime | None = None
         self._prev_close: dict[str, Decimal] = {}
-        self._owned: list = []  # connections this feed opened (closed by close())
-        self.client = client if client is not None else self._default_client()
+        self.client = client if client is not None else session_consumer("kis feed")
         self.ticks_received = 0
-
-    def _default_client(self) -> KISWebSocket:
-        import httpx
-        import redis.asyncio
-        from django.conf import settings
-
-        from kis.config import KISConfig
-        from kis.token import TokenStore
-
-        config = KISConfig.from_settings()
-        cache = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-        http = httpx.AsyncClient(base_url=config.rest_url, timeout=config.timeout)
-        self._owned = [cache, http]
-        store = TokenStore(config, redis=cache, http=http)
-
-        async def approval_key_refused(_key: str) -> None:
-            # KIS refused the cached key: drop it so that the next session issues a new one.
-            await cache.delete(config.approval_key_key)
-
-        return KISWebSocket(
-            url=config.ws_url,
-            approval_key=store.approval_key,
-            approval_key_refused=approval_key_refused,
-        )
 
     # --- Feed ------------------------------------------------------------------------------
     @property
@@ -153,13 +132,9 @@ class KISWebSocketFeed(Feed):
             "connections": client.connections,
             "drops": client.drops,
             "bad_frames": client.bad_frames,
-            "rejected_registrations": list(client.protocol.rejected),
+            "rejected_registrations": client.rejected,
+            "dropped_batches": getattr(client, "dropped_batches", 0),
         }
 
     async def close(self) -> None:
         await self.client.close()
-        for owned in self._owned:
-            close = getattr(owned, "aclose", None)
-            if close is not None:
-                await close()
-        self._owned = []

@@ -450,30 +450,13 @@ class KISBroker(Broker):
 
 
 def notice_websocket(config: KISConfig | None = None):
-    """(a kis.ws.KISWebSocket for the fill notices, built on the caller's event loop with the
-    approval key shared through Redis (kis.token.TokenStore); the resources to aclose() after
-    closing it). KIS allows one session per app key: a process that also runs the KIS feed
-    should give the feed and the orders engine the same client."""
-    import httpx
-    import redis.asyncio
+    """The fill-notice listener's consumer ("orders notices") of the process's shared KIS
+    WebSocket session (kis.ws.session_consumer): KIS allows one session per app key, so a
+    process that also runs the KIS feed shares it with the feed. Nothing opens before its first
+    subscribe(); its close() leaves the session (closed with its last consumer)."""
+    from kis.ws import session_consumer
 
-    from kis.token import TokenStore
-    from kis.ws import KISWebSocket
-
-    config = config or KISConfig.from_settings()
-    cache = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-    http = httpx.AsyncClient(timeout=config.timeout)
-    store = TokenStore(config, redis=cache, http=http)
-
-    async def approval_key_refused(_key: str) -> None:
-        await cache.delete(config.approval_key_key)
-
-    client = KISWebSocket(
-        url=config.ws_url,
-        approval_key=store.approval_key,
-        approval_key_refused=approval_key_refused,
-    )
-    return client, [http, cache]
+    return session_consumer("orders notices", config=config or KISConfig.from_settings())
 
 
 __all__ = [

@@ -28,9 +28,11 @@ With the KIS broker (TRADING_BROKER=kis; trading.broker_sync):
   figures at once (broker_sync.kis_refresh). Without KIS_HTS_ID there is no listener.
 - the polling fallback: every ORDERS_SWEEP_SECONDS while KIS orders are open, the same refresh,
   so nothing depends on the WebSocket alone.
-KIS allows one WebSocket session per app key: the notice listener takes
-`notice_client=` (a kis.ws.KISWebSocket) so that a process running the KIS feed too can hand
-both the same session (trading.brokers.kis.notice_websocket() builds one).
+KIS allows one WebSocket session per app key: the listener is a consumer of the process's
+shared session (trading.brokers.kis.notice_websocket(), kis.ws.session_consumer), which the KIS
+feed of the same process (runengines with COLLECTOR_FEED=kis) also uses; the 41 registrations
+are counted across both. `notice_client=` takes another client (a kis.ws.KISWebSocket or
+KISSessionConsumer: tests).
 
 Handlers catch and log their own errors (qb.engine.orders -> system_logs); a database outage
 is left to the runtime, which waits it out (the sweep then finishes what was missed).
@@ -95,7 +97,6 @@ class OrdersEngine(Engine):
         self.sync_status = ""
         self.kick = asyncio.Event()  # a fill notice: refresh the KIS orders now
         self.notice_client = notice_client
-        self._owned: list = []
         self._listener: asyncio.Task | None = None
 
     async def reconcile(self) -> None:
@@ -187,12 +188,13 @@ class OrdersEngine(Engine):
                 return
             from trading.brokers.kis import notice_websocket
 
-            self.notice_client, self._owned = notice_websocket()
+            self.notice_client = notice_websocket()
         self._listener = asyncio.create_task(self.listen_notices())
 
     async def listen_notices(self) -> None:
         """Fill notices -> wake the loop (the refresh reads KIS's totals)."""
         from kis.config import KISConfig
+        from kis.errors import KISError
         from kis.frames import TR_FILLS
 
         config = await asyncio.to_thread(KISConfig.from_settings)
@@ -215,8 +217,13 @@ class OrdersEngine(Engine):
                 self.kick.set()
         except asyncio.CancelledError:
             raise
+        except KISError as exc:  # e.g. no registration left on the shared session
+            self.log.error("KIS notice listener stopped: %s Fills come by polling.", exc.message)
         except Exception:
             self.log.exception("KIS notice listener stopped; fills come by polling.")
+        # Stopped for good: leave the shared session (close() again at stop() is harmless).
+        with contextlib.suppress(Exception):
+            await self.notice_client.close()
 
     async def refresh_kis(self) -> None:
         result = await database_sync_to_async(broker_sync.kis_refresh)()
@@ -230,10 +237,6 @@ class OrdersEngine(Engine):
                 await self.notice_client.close()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._listener, 5)
-        for owned in self._owned:
-            with contextlib.suppress(Exception):
-                await owned.aclose()
-        self._owned = []
 
     async def sweep(self) -> dict:
         if self.kis and self.sync_status == BrokerSyncStatus.UNREACHABLE:

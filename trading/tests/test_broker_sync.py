@@ -15,7 +15,7 @@ from django.db import connections
 from kis import config as kc
 from kis.frames import TR_FILLS_REAL
 from kis.testing.fake_ws import notice_record, ws_hub
-from kis.ws import KISWebSocket
+from kis.ws import KISSessionConsumer, active_sessions
 from trading import broker_sync
 from trading.brokers.kis import kis_runtime
 from trading.engines.orders import OrdersEngine
@@ -189,7 +189,7 @@ async def test_engine_reconciles_at_start_and_applies_a_fill_notice_at_once(engi
     await sync_to_async(place_at_kis)(fake, quantity=2, price=D(70000))  # external, to record
     from trading.brokers.kis import notice_websocket
 
-    client, owned = await sync_to_async(notice_websocket)()
+    client = await sync_to_async(notice_websocket)()
     engine = OrdersEngine(notice_client=client)
     await engine.setup()
     assert engine.sync_status == BrokerSyncStatus.AGREED
@@ -223,8 +223,7 @@ async def test_engine_reconciles_at_start_and_applies_a_fill_notice_at_once(engi
         engine.stopping.set()
         await asyncio.wait_for(loop, 10)
         await engine.stop()
-        for resource in owned:
-            await resource.aclose()
+    assert active_sessions() == []  # its only consumer left: the session closed
 
 
 @pytest.mark.django_db(transaction=True)
@@ -263,11 +262,11 @@ async def test_engine_refuses_to_trade_when_unreconciled(engine_world, kis_setti
     await engine.stop()
 
 
-def test_the_notice_client_is_a_kis_websocket(kis_settings):
+def test_the_notice_client_is_a_consumer_of_the_shared_session(kis_settings):
     from trading.brokers.kis import notice_websocket
 
-    client, owned = notice_websocket()
-    assert isinstance(client, KISWebSocket)
-    assert len(owned) == 2
-    for resource in owned:
-        asyncio.run(resource.aclose())
+    client = notice_websocket()
+    assert isinstance(client, KISSessionConsumer)
+    assert client.name == "orders notices" and client.url == kis_settings.KIS_WS_URL
+    assert client.session is None  # nothing opened before its first subscribe()
+    asyncio.run(client.close())
