@@ -123,7 +123,7 @@ _OPEN_SQL = ", ".join(f"'{status}'" for status in _OPEN_STATUSES)
 _CHECK_FIGURES_SQL = f"""
 WITH open_orders AS (
   SELECT o.symbol, o.side, o.order_type, o.quantity - o.filled_quantity AS remaining,
-         o.limit_price, s.sector, p.current_price, p.average_price
+         o.limit_price, s.market, s.sector, p.current_price, p.average_price
   FROM {_ORDERS} o
   JOIN {_STOCKS} s ON s.symbol = o.symbol
   LEFT JOIN {_POSITIONS} p ON p.symbol = o.symbol
@@ -151,8 +151,7 @@ SELECT
   (SELECT market FROM me),
   COALESCE((SELECT sector FROM me), ''),
   COALESCE((SELECT quantity FROM held WHERE symbol = %(symbol)s), 0),
-  oo.sell_reserved, oo.limit_buys, oo.market_buys,
-  oo.buys_value, oo.symbol_buys, oo.sector_buys,
+  oo.sell_reserved, oo.limit_buys, oo.market_buys, oo.symbol_buys, oo.sector_buys,
   h.value, h.symbol_value, h.sector_value,
   r.today, r.month,
   (SELECT COALESCE(MIN(n) FILTER (WHERE pnl >= 0) - 1, COUNT(*))
@@ -160,9 +159,12 @@ SELECT
          FROM sells WHERE placed > %(streak_since)s
          ORDER BY at DESC, last_id DESC LIMIT %(streak_cap)s) AS recent),
   sent.today, sent.last_second,
-  (SELECT submitted_at FROM {_ORDERS}
-   WHERE symbol = %(symbol)s AND submitted_at IS NOT NULL AND id <> %(id)s
-   ORDER BY created_at DESC LIMIT 1),
+  -- the latest sent: the newest created (the index), or one created earlier today and sent
+  -- later (recovery of a NEW order)
+  GREATEST(sent.symbol_last,
+           (SELECT submitted_at FROM {_ORDERS}
+            WHERE symbol = %(symbol)s AND submitted_at IS NOT NULL AND id <> %(id)s
+            ORDER BY created_at DESC LIMIT 1)),
   (SELECT json_agg(json_build_object(
             'id', id, 'kind', kind, 'symbol', symbol, 'strategy', strategy_id,
             'reason', reason, 'until', until))
@@ -177,13 +179,16 @@ FROM
        AS sell_reserved,
      COALESCE(SUM(remaining * limit_price)
               FILTER (WHERE side = 'BUY' AND order_type = 'LIMIT'), 0) AS limit_buys,
-     COUNT(*) FILTER (WHERE side = 'BUY' AND order_type = 'MARKET') AS market_buys,
-     COALESCE(SUM(remaining * COALESCE(limit_price, current_price, average_price, 0))
-              FILTER (WHERE side = 'BUY'), 0) AS buys_value,
-     COALESCE(SUM(remaining * COALESCE(limit_price, current_price, average_price, 0))
-              FILTER (WHERE side = 'BUY' AND symbol = %(symbol)s), 0) AS symbol_buys,
-     COALESCE(SUM(remaining * COALESCE(limit_price, current_price, average_price, 0))
-              FILTER (WHERE side = 'BUY' AND sector <> ''
+     -- market buys are valued in Python at their estimated fill price (their quotes)
+     json_agg(json_build_object(
+                's', symbol, 'm', market, 'sector', sector, 'n', remaining,
+                'p', COALESCE(current_price, NULLIF(average_price, 0))::text))
+       FILTER (WHERE side = 'BUY' AND order_type = 'MARKET') AS market_buys,
+     COALESCE(SUM(remaining * limit_price)
+              FILTER (WHERE side = 'BUY' AND order_type = 'LIMIT' AND symbol = %(symbol)s), 0)
+       AS symbol_buys,
+     COALESCE(SUM(remaining * limit_price)
+              FILTER (WHERE side = 'BUY' AND order_type = 'LIMIT' AND sector <> ''
                       AND sector = (SELECT sector FROM me)), 0) AS sector_buys
    FROM open_orders) AS oo,
   (SELECT COALESCE(SUM(value), 0) AS value,
@@ -192,16 +197,20 @@ FROM
             AS sector_value
    FROM held) AS h,
   (SELECT COUNT(*) FILTER (WHERE submitted_at >= %(wall_day_start)s) AS today,
-          COUNT(*) FILTER (WHERE submitted_at > %(second_ago)s) AS last_second
+          COUNT(*) FILTER (WHERE submitted_at > %(second_ago)s) AS last_second,
+          MAX(submitted_at) FILTER (WHERE symbol = %(symbol)s) AS symbol_last
    FROM {_ORDERS}
-   -- created_at is indexed; an order is sent within moments of its creation (recovery may
-   -- send an older one: it then counts from its creation)
+   -- created_at is indexed; an order is sent within moments of its creation (one created
+   -- over an hour before the day and sent today, a NEW one recovered late, is not counted)
    WHERE created_at >= %(wall_day_start)s - interval '1 hour' AND submitted_at IS NOT NULL
      AND id <> %(id)s) AS sent,
-  (SELECT COALESCE(SUM(profit_loss) FILTER (WHERE timestamp >= %(day_start)s), 0) AS today,
+  (SELECT COALESCE(SUM(profit_loss) FILTER (WHERE timestamp >= %(day_start)s
+                                              AND timestamp < %(day_end)s), 0) AS today,
           COALESCE(SUM(profit_loss), 0) AS month
    FROM {_TRADES}
-   WHERE side = 'SELL' AND status <> 'CANCELED' AND timestamp >= %(month_start)s) AS r
+   -- the day and month of `now`: a replayed past session does not count later days' sells
+   WHERE side = 'SELL' AND status <> 'CANCELED' AND timestamp >= %(month_start)s
+     AND timestamp < %(month_end)s) AS r
 """
 
 _CHECK_FIGURES = PreparedStatement(
@@ -216,7 +225,9 @@ _CHECK_FIGURES = PreparedStatement(
         "second_ago": "timestamptz",
         "wall_day_start": "timestamptz",
         "day_start": "timestamptz",
+        "day_end": "timestamptz",
         "month_start": "timestamptz",
+        "month_end": "timestamptz",
         "streak_since": "timestamptz",
         "streak_since_trades": "timestamptz",
         "streak_cap": "integer",
@@ -248,10 +259,41 @@ def _locked_cash_and_state(broker: str) -> tuple[Decimal, str, dt.datetime | Non
     return row
 
 
-def _seoul_midnight(moment: dt.datetime, *, month: bool = False) -> dt.datetime:
-    local = moment.astimezone(krx.SEOUL)
-    day = local.date().replace(day=1) if month else local.date()
+def _seoul_midnight(
+    moment: dt.datetime, *, month: bool = False, after: bool = False
+) -> dt.datetime:
+    """The start of `moment`'s KST day (or month); `after`: of the next day (or month)."""
+    local = moment.astimezone(krx.SEOUL).date()
+    if month:
+        day = local.replace(day=1)
+        if after:
+            day = (day + dt.timedelta(days=31)).replace(day=1)
+    else:
+        day = local + dt.timedelta(days=1) if after else local
     return dt.datetime.combine(day, dt.time(), krx.SEOUL)
+
+
+def _market_buys(rows, order: Order, *, quote, broker: Broker) -> list[tuple[str, str, Decimal]]:
+    """(symbol, sector, value) of the other open market buys (rows from the figures statement):
+    what they may still spend at their estimated fill price (their quote), else at the marked
+    or average price of the position, else nothing."""
+    values = []
+    for row in rows or ():
+        symbol = row["s"]
+        their_quote = quote if symbol == order.symbol_id else market_quote(symbol)[0]
+        price = estimated_price(
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            limit_price=None,
+            quote=their_quote,
+            market=row["m"],
+            broker=broker,
+        )
+        if price is None and row["p"] is not None:
+            price = Decimal(row["p"])
+        if price is not None:
+            values.append((symbol, row["sector"], price * row["n"]))
+    return values
 
 
 def _locks(rows) -> tuple[checks.Lock, ...]:
@@ -269,7 +311,9 @@ def _locks(rows) -> tuple[checks.Lock, ...]:
 
 
 def _market_buys_value(order: Order, *, quote, broker: Broker) -> Decimal:
-    """What the other open market buys may still spend, at their estimated fill prices."""
+    """What the other open market buys may still spend, at their estimated fill prices (the
+    trading core's reservation before the risk rules: bench/risk_checks.py's base path;
+    check_inputs reads them with its one statement, _market_buys)."""
     value = _ZERO
     rows = (
         Order.objects.filter(
@@ -305,9 +349,10 @@ def check_inputs(
     trading state read under a share lock. Then one statement reads the rest: the stock, the
     holdings and open orders (reserved = the other open orders of the broker: sells of this
     symbol in shares, buys in KRW: limit buys at their limit, market buys at their estimated
-    fill price, plus commission), the portfolio's values, realized PnL of the day and month
-    (`now`, the market's clock), the losing streak, the pace of orders (`at`, the wall clock),
-    the live locks that may cover the order and the limits' version (risk.services.limits_for).
+    fill price, plus commission), the portfolio's values (open buys at those same values),
+    realized PnL of the KST day and month of `now` (the market's clock), the losing streak,
+    the pace of orders (`at`, the wall clock), the live locks that may cover the order and the
+    limits' version (risk.services.limits_for).
     """
     cash, state, state_changed_at = _locked_cash_and_state(order.broker)
     at = at or timezone.now()  # after the lock: the orders sent before it are in the past
@@ -330,7 +375,9 @@ def check_inputs(
                 "second_ago": at - dt.timedelta(seconds=1),
                 "wall_day_start": wall_day_start,
                 "day_start": _seoul_midnight(now),
+                "day_end": _seoul_midnight(now, after=True),
                 "month_start": month_start,
+                "month_end": _seoul_midnight(now, month=True, after=True),
                 "streak_since": streak_since,
                 "streak_since_trades": streak_since - dt.timedelta(days=1),
                 "streak_cap": min(risk_limits.max_consecutive_losses, _STREAK_MAX),
@@ -346,7 +393,6 @@ def check_inputs(
             held_reserved,
             cash_reserved,
             market_buys,
-            buys_value,
             symbol_buys,
             sector_buys,
             held_value,
@@ -363,8 +409,14 @@ def check_inputs(
         ) = cursor.fetchone()
     if limits_version != risk_limits.updated_at:
         risk_limits = risk_services.limits_for(limits_version)
-    if market_buys:
-        cash_reserved += _market_buys_value(order, quote=quote, broker=broker)
+    buys_value = cash_reserved  # the limit buys at their limit
+    for symbol, their_sector, value in _market_buys(market_buys, order, quote=quote, broker=broker):
+        buys_value += value
+        if symbol == order.symbol_id:
+            symbol_buys += value
+        if sector and their_sector == sector:
+            sector_buys += value
+    cash_reserved = buys_value
     if cash_reserved:
         cash_reserved += krx.commission(cash_reserved)
     price = estimated_price(
