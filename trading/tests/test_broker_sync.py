@@ -227,6 +227,76 @@ async def test_engine_reconciles_at_start_and_applies_a_fill_notice_at_once(engi
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_engine_and_kis_feed_in_one_process_share_one_websocket(engine_world):
+    """runengines with COLLECTOR_FEED=kis and TRADING_BROKER=kis: the feed and the engine's own
+    notice listener (no notice_client given) on one KIS session, each with its own frames."""
+    from kis.frames import TR_TRADES
+    from kis.testing.fake_ws import trade_record
+    from marketdata.feeds.kis import KISWebSocketFeed
+
+    fake = engine_world
+    hub = ws_hub(fake.state)
+    feed = KISWebSocketFeed(["005930"])
+    ticks: asyncio.Queue = asyncio.Queue()
+
+    async def pump():
+        async for batch in feed.batches():
+            await ticks.put(batch)
+
+    feeding = asyncio.create_task(pump())
+    engine = OrdersEngine()
+    await engine.setup()
+    loop = asyncio.create_task(engine.loop())
+    try:
+        wanted = {(TR_TRADES, "005930"), (TR_FILLS_REAL, "qbtester")}
+        await hub.wait_for(lambda: hub.registrations() == wanted)
+        assert engine.notice_client.session is feed.client.session
+        order = await sync_to_async(place)(quantity=4)
+        fake.state.fill(odno(order), 4, 70000)
+        hub.push_notices(
+            TR_FILLS_REAL,
+            [
+                notice_record(
+                    order_no=odno(order),
+                    symbol="005930",
+                    quantity=4,
+                    price=70000,
+                    at=dt.datetime.now(dt.UTC),
+                )
+            ],
+        )
+        hub.push_trades([trade_record("005930", dt.datetime.now(dt.UTC), 70000, volume=9)])
+        assert [t.volume for t in await asyncio.wait_for(ticks.get(), 5)] == [9]
+
+        def filled():
+            return Order.objects.get(pk=order.pk).status == S.FILLED
+
+        await wait_until(filled)
+        await asyncio.sleep(0.3)
+        assert engine.counts["notices"] == 1  # the print did not reach the listener
+        assert ticks.empty()  # nor the notice the feed
+        assert hub.connections == 1 and len(hub.live) == 1
+        await engine_stop(engine, loop)
+        # The feed goes on alone on the same session.
+        await hub.wait_for(lambda: hub.registrations() == {(TR_TRADES, "005930")})
+        hub.push_trades([trade_record("005930", dt.datetime.now(dt.UTC), 70000, volume=2)])
+        assert [t.volume for t in await asyncio.wait_for(ticks.get(), 5)] == [2]
+        assert hub.connections == 1
+    finally:
+        if not loop.done():
+            await engine_stop(engine, loop)
+        await feed.close()
+        await asyncio.wait_for(feeding, 5)
+    assert active_sessions() == []
+
+
+async def engine_stop(engine, loop):
+    engine.stopping.set()
+    await asyncio.wait_for(loop, 10)
+    await engine.stop()
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_engine_polls_kis_fills_without_notices(engine_world, kis_settings):
     kis_settings.ORDERS_SWEEP_SECONDS = 0.2
     kis_settings.KIS_HTS_ID = ""  # no listener: polling only
