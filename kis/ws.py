@@ -791,10 +791,7 @@ class KISSessionConsumer:
         self._queue.put_nowait(batch)
 
     def _drop_oldest(self) -> None:
-        dropped = self._queue.get_nowait()
-        if dropped is _END:  # never pushed out; the queue is only ever full of batches
-            self._queue.put_nowait(dropped)
-            return
+        dropped = self._queue.get_nowait()  # a batch: nothing is offered after _END
         self.dropped_batches += 1
         self.dropped_records += len(dropped.records)
         now = time.monotonic()
