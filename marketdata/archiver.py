@@ -32,7 +32,13 @@ committed ones stored (no duplicate, no gap).
 The work is sync (redis-py and psycopg, a connection of its own): ArchiverEngine runs each round
 in a thread, so the other engines' event loop never waits on PostgreSQL.
 
-Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (20000 entries at most a round),
+Entries: the collector packs the candles it closes in one write into one entry (field "b",
+up to marketdata.buffer.STREAM_PACK_MAX lines "c,<candle JSON>,s,<symbol>"); entries of one
+candle (fields "c" and "s", as written before) are read too. An entry is acknowledged once
+every candle in it is stored or set aside; a bad line of a packed entry is set aside alone.
+
+Settings (read with getattr, defaults here): ARCHIVER_BATCH_SIZE (20 entries at most a round:
+up to 20,000 candles),
 ARCHIVER_BLOCK_MS (1000, how long a round waits for new entries), ARCHIVER_CLAIM_IDLE_MS
 (60000, idle time after which another consumer's pending entry is taken over),
 ARCHIVER_MAX_BACKOFF_SECONDS (30), ARCHIVER_DEAD_MAXLEN (100000, entries kept in DEAD_STREAM),
@@ -67,6 +73,7 @@ import psycopg
 import redis
 from django.conf import settings
 
+from marketdata.buffer import STREAM_PACK_FIELD, unpack_stream_entry
 from marketdata.copy import (
     COLUMNS,
     FUTURE_SLACK,
@@ -142,6 +149,18 @@ _GROUP_ARG = b"$%d\r\n%s\r\n" % (len(ARCHIVER_GROUP), ARCHIVER_GROUP.encode())
 _ENTRY_ID = itemgetter(0)
 _ENTRY_FIELDS = itemgetter(1)
 _FIELD_NAMES = itemgetter(0, 2)
+_PACK_FIELD = STREAM_PACK_FIELD.encode()
+
+
+def _entry_lines(flat: list) -> bytes | None:
+    """An entry's candles as "c,<json>,s,<symbol>" lines: a packed entry's value as it is, an
+    entry of one candle joined (its fields exactly c and s, in that order, so that a value
+    holding a comma cannot pass for a field boundary); None for anything else."""
+    if len(flat) == 2 and flat[0] == _PACK_FIELD:
+        return flat[1]
+    if len(flat) == 4 and flat[0] == b"c" and flat[2] == b"s":
+        return b",".join(flat)
+    return None
 
 
 def _bulk_args(values: list[bytes]) -> bytes:
@@ -183,6 +202,23 @@ def _parse_time(stamp: bytes, cache: dict) -> tuple[datetime, bytes] | None:
     return parsed
 
 
+def _expand(raw: list) -> list[_Entry]:
+    """One _Entry per candle: an entry of one candle as it is, a packed entry line by line
+    (the same id; a line that is not "c,<json>,s,<symbol>" becomes an entry with only that line,
+    which _parse sets aside)."""
+    entries = []
+    for entry_id, fields in raw:
+        if fields and len(fields) == 2 and fields[0] == _PACK_FIELD:
+            for symbol, candle, line in unpack_stream_entry(fields):
+                if candle is None:
+                    entries.append(_Entry(entry_id, [b"line", line]))
+                else:
+                    entries.append(_Entry(entry_id, [b"c", candle, b"s", symbol]))
+        else:
+            entries.append(_Entry(entry_id, fields or None))
+    return entries
+
+
 def consumer_name() -> str:
     """host-pid: unique per process, so a restarted process never inherits a dead one's entries
     silently (it claims them once they are idle)."""
@@ -214,6 +250,7 @@ class _Batch:
     raw: list  # [[id, [field, value, ...] or None], ...] as Redis sends them
     source: str  # "pending" (ours, re-read), "claimed" (a dead consumer's), "new"
     text: bytes | None = None  # the whole batch as COPY csv (_BATCH_COLUMNS): the batch path
+    candles: int = 0  # candles in `text`
 
 
 @dataclass
@@ -252,7 +289,7 @@ class Archiver:
         check_tick: bool | None = None,
         overlap: bool | None = None,
     ) -> None:
-        self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 20_000)
+        self.batch_size = batch_size or getattr(settings, "ARCHIVER_BATCH_SIZE", 20)
         self.block_ms = (
             block_ms if block_ms is not None else getattr(settings, "ARCHIVER_BLOCK_MS", 1000)
         )
@@ -329,7 +366,7 @@ class Archiver:
         except redis.RedisError as exc:
             return self._failed("redis", exc, outcome)
         self._recovered("redis")
-        outcome.read = len(batch.raw)
+        outcome.read = batch.candles or len(batch.raw)
         if not batch.raw:
             try:
                 self._settle_ack()  # the last batch of a backlog: acknowledged when we return
@@ -355,7 +392,7 @@ class Archiver:
                     result = candles_copy_upsert_text(
                         conn,
                         batch.text,
-                        len(batch.raw),
+                        batch.candles,
                         columns=_BATCH_COLUMNS,
                         on_conflict="nothing",
                     )
@@ -382,7 +419,7 @@ class Archiver:
                         self._ack(ids)
                 except redis.RedisError as exc:
                     return self._failed("redis", exc, outcome)
-                outcome.acked = len(batch.raw)
+                outcome.acked = batch.candles
                 return self._done(outcome)
         return self._entry_by_entry(batch.raw, outcome)
 
@@ -392,17 +429,22 @@ class Archiver:
             self._settle_ack()
         except redis.RedisError as exc:
             return self._failed("redis", exc, outcome)
-        entries = [_Entry(entry_id, fields or None) for entry_id, fields in raw]
+        entries = _expand(raw)
+        outcome.read = len(entries)
         latest = datetime.now(UTC) + FUTURE_SLACK
         for entry in entries:
             self._parse(entry, latest)
         dead = [e for e in entries if e.reason is not None]
         good = [e for e in entries if e.line is not None]
         gone = [e for e in entries if e.fields is None]  # deleted before it was acknowledged
+        # A packed entry is acknowledged when all its candles are done: with good ones, after
+        # their commit.
+        waiting = {e.id for e in good}
         try:
             if dead or gone:
                 # Needs no database: set aside even while PostgreSQL is down.
-                self._dead_letter(dead, gone)
+                done = [e.id for e in dead + gone if e.id not in waiting]
+                self._dead_letter(dead, gone, ack=list(dict.fromkeys(done)))
                 outcome.dead = len(dead)
                 outcome.acked += len(dead) + len(gone)
         except redis.RedisError as exc:
@@ -418,7 +460,7 @@ class Archiver:
             if refused:
                 # The database refused rows that passed candle_problem (a rule it lacks).
                 try:
-                    self._dead_letter(refused, [])
+                    self._dead_letter(refused, [], ack=[])
                 except redis.RedisError as exc:
                     return self._failed("redis", exc, outcome)
                 outcome.dead += len(refused)
@@ -427,7 +469,9 @@ class Archiver:
             outcome.archived = result.inserted
             outcome.already_stored = result.unchanged + result.repeated
             try:
-                self._ack([e.id for e in good])
+                # The entries with a good candle (those with a refused one too: it is set
+                # aside by now), once each.
+                self._ack(list(dict.fromkeys(e.id for e in entries if e.id in waiting)))
             except redis.RedisError as exc:
                 # Committed but not acknowledged: re-read next round, found stored, acknowledged.
                 return self._failed("redis", exc, outcome)
@@ -514,35 +558,36 @@ class Archiver:
         return self._batch(self._read(">", block=self.block_ms or None), "new")
 
     def _batch(self, raw: list, source: str) -> _Batch:
-        return _Batch(raw, source, self._batch_text(raw) if raw else None)
+        text, candles = self._batch_text(raw) if raw else (None, 0)
+        return _Batch(raw, source, text, candles)
 
-    def _batch_text(self, raw: list) -> bytes | None:
-        """The batch as COPY csv text if every entry is a usual candle as the collector writes
-        it, else None (the entry by entry path). What passes here passes candle_problem, but
-        for the rules PostgreSQL checks itself (a real calendar date, low <= open, close <=
-        high): a batch it refuses is written again entry by entry, which names the row."""
+    def _batch_text(self, raw: list) -> tuple[bytes | None, int]:
+        """(the batch as COPY csv text, its number of candles) if every candle is a usual
+        candle as the collector writes it, else (None, 0): the entry by entry path. What passes
+        here passes candle_problem, but for the rules PostgreSQL checks itself (a real calendar
+        date, low <= open, close <= high): a batch it refuses is written again entry by entry,
+        which names the row."""
         if self.check_tick:
-            return None
+            return None, 0
         try:
-            flats = list(map(_ENTRY_FIELDS, raw))
-            # Exactly the fields c and s in this order (a value holding a comma must not pass
-            # for a field boundary in the joined line).
-            if set(map(len, flats)) != {4} or set(map(_FIELD_NAMES, flats)) != {(b"c", b"s")}:
-                return None
-            text = b"\n".join(map(b",".join, flats))
+            parts = list(map(_entry_lines, map(_ENTRY_FIELDS, raw)))
         except TypeError:  # a deleted entry (no fields), or str values
-            return None
-        # Every line matched once and no value holds a newline: each entry is a usual candle.
+            return None, 0
+        if None in parts:
+            return None, 0
+        text = b"\n".join(parts)
+        lines = text.count(b"\n") + 1
+        # Every line matched once and no value holds a newline: each line is a usual candle.
         rest, matched = _BATCH_LINE.subn(b"", text)
-        if matched != len(raw) or rest != b"\n" * (len(raw) - 1):
-            return None
+        if matched != lines or rest != b"\n" * (lines - 1):
+            return None, 0
         # Fixed-width UTC stamps: the text order is the time order.
         latest = (datetime.now(UTC) + FUTURE_SLACK).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
         if max(_BATCH_STAMPS.findall(text)) > latest:
-            return None
+            return None, 0
         for json_part, csv_part in _JSON_TO_CSV:
             text = text.replace(json_part, csv_part)
-        return text + b"\n"
+        return text + b"\n", lines
 
     def _read(self, start: str | bytes, *, block: int | None) -> list:
         command = ["XREADGROUP", "GROUP", ARCHIVER_GROUP, self.consumer]
@@ -581,6 +626,9 @@ class Archiver:
         if entry.fields is None:
             return
         flat = entry.fields
+        if len(flat) == 2 and flat[0] == b"line":  # _expand: a packed entry's bad line
+            entry.reason = "a line of the packed entry is not c,<candle JSON>,s,<symbol>"
+            return
         if len(flat) == 4 and flat[0] == b"c" and flat[2] == b"s":  # as the collector writes
             raw_candle, raw_symbol = flat[1], flat[3]
         else:
@@ -680,16 +728,19 @@ class Archiver:
         result.repeated += len(entries) - len(lines)
         return result
 
-    def _dead_letter(self, dead: list[_Entry], gone: list[_Entry]) -> None:
+    def _dead_letter(self, dead: list[_Entry], gone: list[_Entry], *, ack: list[bytes]) -> None:
+        """Set `dead` aside in DEAD_STREAM (with the reason) and acknowledge and delete the
+        entries `ack` (those with nothing else to store; a packed entry with good candles is
+        acknowledged after their commit)."""
         at = datetime.now(UTC).isoformat()
-        ids = [e.id for e in dead + gone]
         with self.redis.pipeline(transaction=True) as pipe:
             for entry in dead:
                 fields = _pairs(entry.fields or [])
                 fields.update({b"reason": entry.reason, b"id": entry.id, b"at": at})
                 pipe.xadd(DEAD_STREAM, fields, maxlen=self.dead_maxlen, approximate=True)
-            pipe.xack(CANDLE_STREAM, ARCHIVER_GROUP, *ids)
-            pipe.xdel(CANDLE_STREAM, *ids)
+            if ack:
+                pipe.xack(CANDLE_STREAM, ARCHIVER_GROUP, *ack)
+                pipe.xdel(CANDLE_STREAM, *ack)
             pipe.execute()
         for entry in dead:
             fields = _pairs(entry.fields or [])

@@ -6,8 +6,9 @@ touched key is written once with its latest state (the aggregator coalesces):
 - HSET market:{symbol} with the quote fields (aggregation.QUOTE_FIELDS);
 - per candles:{symbol}:{interval}: LSET 0 of the head candle when the head is the open (or just
   closed) candle, LPUSH of the candles opened since, then LTRIM to MAX_CANDLES_PER_SYMBOL;
-- XADD of each closed candle to CANDLE_STREAM (fields "c" = candle JSON, "s" = symbol), in the
-  same script, so a candle is on the stream if and only if its list holds its final state.
+- XADD of the batch's closed candles to CANDLE_STREAM, in the same script, so a candle is on the
+  stream if and only if its list holds its final state: ONE entry per STREAM_PACK_MAX candles,
+  field "b" = lines "c,<candle JSON>,s,<symbol>" joined by newlines (see STREAM_PACK_FIELD).
 The stream is NOT trimmed here (no MAXLEN): a trimmed entry may not be archived yet. The archiver
 XDELs entries after it has acknowledged them; trimming is its job.
 
@@ -67,12 +68,52 @@ for i = 1, nl do
 end
 local stream = KEYS[nq + nl + 1]
 for i = 1, ns do
-  redis.call('XADD', stream, '*', 'c', ARGV[a], 's', ARGV[a + 1])
-  a = a + 2
+  redis.call('XADD', stream, '*', 'b', ARGV[a])
+  a = a + 1
 end
 return a - 5
 """
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
+
+
+# Closed candles travel to the archiver packed: one stream entry holds up to STREAM_PACK_MAX
+# candles in its field STREAM_PACK_FIELD, one line "c,<candle JSON>,s,<symbol>" each (the JSON
+# holds no newline). An entry per candle cost Redis (its consumer group's pending list) and the
+# archiver (a reply object per field) more than the candle itself. Entries of one candle
+# {"c": JSON, "s": symbol}, as written before, are still read (unpack_stream_entry, archiver).
+STREAM_PACK_FIELD = "b"
+STREAM_PACK_MAX = 1000
+
+
+def stream_line(candle_json: str, symbol: str) -> str:
+    return f"c,{candle_json},s,{symbol}"
+
+
+def stream_packs(lines: list[str]) -> list[str]:
+    """The values of the entries that carry `lines` (STREAM_PACK_MAX a value)."""
+    return [
+        "\n".join(lines[start : start + STREAM_PACK_MAX])
+        for start in range(0, len(lines), STREAM_PACK_MAX)
+    ]
+
+
+def unpack_stream_entry(fields) -> list[tuple[bytes | None, bytes | None, bytes]]:
+    """(symbol, candle JSON, the line) of each candle of a stream entry ({field: value} or the
+    flat list Redis sends), packed or not; symbol and JSON are None when a line lacks them."""
+    if isinstance(fields, (list, tuple)):
+        fields = dict(zip(fields[::2], fields[1::2], strict=False))
+    packed = fields.get(STREAM_PACK_FIELD.encode())
+    if packed is None:
+        symbol, candle = fields.get(b"s"), fields.get(b"c")
+        return [(symbol, candle, b"c,%s,s,%s" % (candle or b"", symbol or b""))]
+    found = []
+    for line in packed.split(b"\n"):
+        head, sep, symbol = line.rpartition(b",s,")
+        if sep and head.startswith(b"c,"):
+            found.append((symbol, head[2:], line))
+        else:
+            found.append((None, None, line))
+    return found
 
 
 def max_candles() -> int:
@@ -122,7 +163,6 @@ def _bulk(text: str) -> str:
 
 _LIST_KEYS: dict[tuple[str, str], str] = {}  # (symbol, interval) -> RESP of the list key
 _QUOTE_KEYS: dict[str, str] = {}  # symbol -> RESP of the hash key
-_SYMBOLS: dict[str, str] = {}  # symbol -> RESP of the symbol (stream field "s")
 
 
 def _cached(cache: dict, key, text: str) -> str:
@@ -150,25 +190,20 @@ def build(
         # The field values are ASCII (digits, sign, point, ISO time): length = bytes.
         quote_args.append("".join([f"${len(v)}\r\n{v}\r\n" for v in fields.values()]))
     list_args: list[str] = []
-    stream_args: list[str] = []
-    nlists = npushes = nstream = 0
-    list_keys, symbols = _LIST_KEYS, _SYMBOLS
+    stream_lines: list[str] = []
+    nlists = npushes = 0
+    list_keys = _LIST_KEYS
     for symbol, interval, _, closed, bar in list_writes:
         head = ""
         pushes: list[str] = []
         for done in closed:
-            text = done.json(interval)  # ASCII JSON
-            text = f"${len(text)}\r\n{text}\r\n"
+            raw = done.json(interval)  # ASCII JSON
+            text = f"${len(raw)}\r\n{raw}\r\n"
             if done.written and not pushes and not head:
                 head = text
             else:
                 pushes.append(text)
-            stream_args.append(text)
-            name = symbols.get(symbol)
-            if name is None:
-                name = _cached(symbols, symbol, symbol)
-            stream_args.append(name)
-            nstream += 1
+            stream_lines.append(stream_line(raw, symbol))
         if bar is not None:
             text = bar.json(interval)
             text = f"${len(text)}\r\n{text}\r\n"
@@ -191,13 +226,19 @@ def build(
         else:
             list_args.append("$1\r\n0\r\n")
         nlists += 1
-    if not keys and not stream_args:
+    if not keys and not stream_lines:
         return WriteBatch([], 0, 0, 0, 0)
     keys.append(_bulk(CANDLE_STREAM))
-    counts = [_bulk(str(cap)), _bulk(str(len(quotes))), _bulk(str(nlists)), _bulk(str(nstream))]
-    nargs = len(keys) + 4 + len(QUOTE_FIELDS) * len(quotes) + 2 * nlists + npushes + 2 * nstream
+    stream_args = [_bulk(pack) for pack in stream_packs(stream_lines)]
+    npacks = len(stream_args)
+    counts = [_bulk(str(cap)), _bulk(str(len(quotes))), _bulk(str(nlists)), _bulk(str(npacks))]
+    nargs = len(keys) + 4 + len(QUOTE_FIELDS) * len(quotes) + 2 * nlists + npushes + npacks
     batch = WriteBatch(
-        [*keys, *counts, *quote_args, *list_args, *stream_args], len(keys), nargs, nstream, nlists
+        [*keys, *counts, *quote_args, *list_args, *stream_args],
+        len(keys),
+        nargs,
+        len(stream_lines),
+        nlists,
     )
     batch.quote_fields = quote_fields
     return batch

@@ -295,7 +295,7 @@ KNOWN_SYMBOLS_CACHE_SECONDS = env_float("KNOWN_SYMBOLS_CACHE_SECONDS", 60, min_v
 QUOTE_FAST_PATH = env_bool("QUOTE_FAST_PATH", True)
 
 # Archiver (marketdata/archiver.py): the candle stream into market_data.
-ARCHIVER_BATCH_SIZE = env_int("ARCHIVER_BATCH_SIZE", 20000, min_value=1)
+ARCHIVER_BATCH_SIZE = env_int("ARCHIVER_BATCH_SIZE", 20, min_value=1)
 ARCHIVER_OVERLAP = env_bool("ARCHIVER_OVERLAP", True)
 ARCHIVER_BLOCK_MS = env_int("ARCHIVER_BLOCK_MS", 1000, min_value=1)
 ARCHIVER_CLAIM_IDLE_MS = env_int("ARCHIVER_CLAIM_IDLE_MS", 60000, min_value=1000)

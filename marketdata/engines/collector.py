@@ -311,8 +311,9 @@ async def warm_up(state: CollectorState, client, now) -> dict:
                     requeue.append((bar.json(interval), symbol))
     if requeue:
         pipe = client.pipeline(transaction=False)
-        for text, symbol in requeue:
-            pipe.xadd(CANDLE_STREAM, {"c": text, "s": symbol})
+        lines = [buffer.stream_line(text, symbol) for text, symbol in requeue]
+        for pack in buffer.stream_packs(lines):
+            pipe.xadd(CANDLE_STREAM, {buffer.STREAM_PACK_FIELD: pack})
         await pipe.execute()
         requeued = len(requeue)
     return {"candles_restored": restored, "candles_requeued": requeued}

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from marketdata import buffer
 from marketdata.archiver import (
     DEAD_STREAM,
     EXIT_AFTER_COMMIT_ENV,
@@ -86,6 +87,9 @@ def make_archiver(redis_client):
     def make(**options):
         options.setdefault("database_url", db_url())
         options.setdefault("block_ms", 50)
+        # Most tests here push one candle an entry (push(): the format before packing, still
+        # read), where a round of the default 20 entries would be 20 candles.
+        options.setdefault("batch_size", 20_000)
         archiver = Archiver(**options)
         made.append(archiver)
         return archiver
@@ -451,3 +455,111 @@ def test_a_drained_backlog_of_full_batches_is_all_acknowledged_when_run_returns(
     assert pending(redis_client) == 0
     assert (archiver.stats()["archived"], archiver.stats()["lag"]) == (30, 0)
     assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+
+
+# --- packed entries (the collector's format: up to STREAM_PACK_MAX candles an entry) ---------
+
+
+def push_packed(redis_client, lines: list[str]) -> list[bytes]:
+    pipe = redis_client.pipeline()
+    for pack in buffer.stream_packs(lines):
+        pipe.xadd(CANDLE_STREAM, {buffer.STREAM_PACK_FIELD: pack})
+    return pipe.execute()
+
+
+def lines_of(candles) -> list[str]:
+    return [buffer.stream_line(c.to_json(), c.symbol) for c in candles]
+
+
+def test_packed_entries_are_one_batch_stored_and_acknowledged(redis_client, make_archiver):
+    candles = [candle(i) for i in range(1500)] + [candle(i, symbol="000660") for i in range(700)]
+    ids = push_packed(redis_client, lines_of(candles))
+    assert len(ids) == 3  # 1,000 + 1,000 + 200
+
+    outcome = make_archiver(batch_size=20).run_once()
+
+    assert (outcome.read, outcome.archived, outcome.acked, outcome.dead) == (2200, 2200, 2200, 0)
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+
+
+def test_a_round_reads_batch_size_entries_of_a_packed_backlog(redis_client, make_archiver):
+    candles = [candle(i) for i in range(2500)]
+    push_packed(redis_client, lines_of(candles))  # 3 entries
+    archiver = make_archiver(batch_size=2, overlap=False)
+
+    assert [archiver.run_once().archived for _ in range(3)] == [2000, 500, 0]
+    assert MarketData.objects.count() == 2500
+
+
+def test_packed_and_single_candle_entries_mix_in_one_batch(redis_client, make_archiver):
+    first, second = [candle(i) for i in range(10)], [candle(i) for i in range(10, 12)]
+    push_packed(redis_client, lines_of(first))
+    push(redis_client, second)
+
+    outcome = make_archiver(batch_size=20).run_once()
+
+    assert (outcome.read, outcome.archived, outcome.dead) == (12, 12, 0)
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in first + second}
+
+
+def test_a_bad_line_of_a_packed_entry_is_set_aside_alone(redis_client, make_archiver):
+    good = [candle(0), candle(1), candle(2)]
+    broken = candle(3).to_json().replace('"low":69900', '"low":70500')  # low above high
+    lines = [*lines_of(good[:2]), buffer.stream_line(broken, "005930"), "not a candle line"]
+    [entry_id] = push_packed(redis_client, [*lines, *lines_of(good[2:])])
+
+    outcome = make_archiver(batch_size=20).run_once()
+
+    assert (outcome.read, outcome.archived, outcome.dead, outcome.acked) == (5, 3, 2, 5)
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in good}
+    assert redis_client.xlen(CANDLE_STREAM) == 0
+    assert pending(redis_client) == 0
+    dead = redis_client.xrange(DEAD_STREAM)
+    assert [fields[b"id"] for _, fields in dead] == [entry_id, entry_id]
+    assert b"high 70200 < low 70500" in dead[0][1][b"reason"]
+    assert dead[0][1][b"c"] == broken.encode()
+    assert dead[1][1][b"line"] == b"not a candle line"
+    assert b"not c,<candle JSON>,s,<symbol>" in dead[1][1][b"reason"]
+
+
+def test_a_packed_entry_with_good_candles_is_acknowledged_only_after_their_commit(
+    redis_client, make_archiver
+):
+    good = [candle(0), candle(1)]
+    [entry_id] = push_packed(redis_client, [*lines_of(good[:1]), "junk", *lines_of(good[1:])])
+
+    # PostgreSQL is away: the bad line is set aside (that needs no database), but the entry
+    # still holds good candles, so it is NOT acknowledged.
+    down = make_archiver(
+        batch_size=20, database_url=db_url(host="127.0.0.1", port=str(closed_port()))
+    )
+    outcome = down.run_once()
+    assert outcome.retry_after and outcome.archived == 0
+    assert redis_client.xlen(DEAD_STREAM) == 1
+    assert redis_client.xlen(CANDLE_STREAM) == 1 and pending(redis_client) == 1
+
+    # Another archiver (the first one died) claims it: the good candles are stored, the bad
+    # line set aside again (at least once), then the entry acknowledged.
+    outcome = make_archiver(consumer="next", batch_size=20, claim_idle_ms=0).run_once()
+    assert outcome.archived == 2
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in good}
+    assert redis_client.xlen(CANDLE_STREAM) == 0 and pending(redis_client) == 0
+    assert [f[b"id"] for _, f in redis_client.xrange(DEAD_STREAM)] == [entry_id, entry_id]
+
+
+def test_killed_between_commit_and_ack_packed_entries_are_stored_exactly_once(redis_client):
+    candles = [candle(i) for i in range(2500)]
+    push_packed(redis_client, lines_of(candles))  # 3 entries: 1,000 + 1,000 + 500
+
+    killed = run_child("--batch-size", "1", env={EXIT_AFTER_COMMIT_ENV: "1"})
+    assert killed.returncode == 9, killed.stderr
+    assert MarketData.objects.count() == 1000  # the first entry committed, not acknowledged
+    assert redis_client.xlen(CANDLE_STREAM) == 3
+
+    restarted = run_child("--batch-size", "1", "--claim-idle-ms", "0", "--until-empty")
+    assert restarted.returncode == 0, restarted.stderr
+    assert stored() == {(c.symbol, c.interval, c.time): as_row(c) for c in candles}
+    assert MarketData.objects.count() == 2500
+    assert redis_client.xlen(CANDLE_STREAM) == 0 and pending(redis_client) == 0

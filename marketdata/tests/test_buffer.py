@@ -85,8 +85,11 @@ def test_exact_key_layout_after_a_known_tick_sequence(agg, redis_client):
     ]
     fives = [json.loads(x) for x in redis_client.lrange(f"candles:{SYMBOL}:5m", 0, -1)]
     assert fives == [candle("2026-03-04T00:00:00Z", 70000, 70500, 70000, 70300, 23, "5m")]
+    # One entry per write (each feed() call here), the candles it closed packed in it.
     entries = redis_client.xrange("stream:candles")
-    assert [(e[b"s"], json.loads(e[b"c"])) for _, e in entries] == [
+    assert all(list(fields) == [b"b"] for _, fields in entries)
+    candles = [c for _, fields in entries for c in buffer.unpack_stream_entry(fields)]
+    assert [(symbol, json.loads(text)) for symbol, text, _ in candles] == [
         (SYMBOL.encode(), minutes[2]),
         (SYMBOL.encode(), minutes[1]),
         (SYMBOL.encode(), minutes[0]),
@@ -106,7 +109,8 @@ def test_the_list_is_capped_at_max_candles_per_symbol(agg, redis_client, setting
     rows = [json.loads(x) for x in redis_client.lrange(f"candles:{SYMBOL}:1m", 0, -1)]
     assert [r["close"] for r in rows] == [70500, 70400, 70300]
     # The stream is never trimmed here: five 1m candles and the 09:00 5m one.
-    assert redis_client.xlen("stream:candles") == 6
+    entries = redis_client.xrange("stream:candles")
+    assert sum(len(buffer.unpack_stream_entry(fields)) for _, fields in entries) == 6
 
 
 def test_several_candles_closed_in_one_batch_land_in_order(agg, redis_client):

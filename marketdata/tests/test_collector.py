@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio
 from channels.layers import get_channel_layer
 
-from marketdata import krx
+from marketdata import buffer, krx
 from marketdata.engines.collector import CollectorEngine, CollectorState, collect, prepare
 from marketdata.feeds.csv_replay import CSVReplayFeed
 from marketdata.keys import market_stream_group
@@ -238,7 +238,11 @@ async def test_engine_runs_a_replay_and_a_restart_continues_the_open_candle(
     [five] = redis_client.lrange("candles:005930:5m", 0, -1)
     assert json.loads(five)["volume"] == 21
     assert redis_client.hget("market:005930", "volume") == b"21"
-    streamed = [json.loads(e[b"c"])["timestamp"] for _, e in redis_client.xrange("stream:candles")]
+    streamed = [
+        json.loads(text)["timestamp"]
+        for _, fields in redis_client.xrange("stream:candles")
+        for _, text, _ in buffer.unpack_stream_entry(fields)
+    ]
     assert streamed == ["2026-03-04T00:00:00Z", "2026-03-04T00:01:00Z"]
 
 
