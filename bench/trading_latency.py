@@ -27,6 +27,9 @@
    plain sync process has no event loop: there each event's group_send runs through
    async_to_sync on a new loop, which the served API and the engines do not pay.)
 
+The risk limits are opened wide for the run (risk.testing.PERMISSIVE: every rule still runs
+on every order) and put back at the end (both changes are in risk_limit_changes).
+
 Writes: the Redis database --db (flushed before and after; default 9, not a test database),
 and in PostgreSQL only rows of its own that it deletes at the end: the stock QBBNCH, the
 strategy bench-latency, the user bench-trader, their signals, orders, trades and position. The
@@ -595,6 +598,15 @@ def main() -> int:
     client.flushdb()
     _, token = _setup_rows()
     _vacuum()
+    # The risk rules run on every order (each to its end), with limits that deny nothing: the
+    # bench orders a share a candle on one symbol, which the default limits (60 s between
+    # orders on a symbol, 20 trades a day) would deny. Put back at the end.
+    from risk import services as risk_services
+    from risk.testing import PERMISSIVE
+
+    limits = risk_services.limits_get()
+    saved = {name: getattr(limits, name) for name in PERMISSIVE}
+    risk_services.limits_update(actor="bench", reason="trading latency bench", **PERMISSIVE)
     try:
         where = settings.REDIS_URL.split("@")[-1]
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, redis {where}")
@@ -608,6 +620,7 @@ def main() -> int:
         from django.db import connections
 
         connections.close_all()
+        risk_services.limits_update(actor="bench", reason="trading latency bench done", **saved)
         _cleanup_rows()
         _vacuum()
     return 0
