@@ -24,9 +24,19 @@ from marketdata.admin import market_data_key
 from marketdata.models import MarketData, MarketDataRow, Stock
 from ops.models import SystemLog
 from qbsite.roles import TRADER_GROUP
-from risk.models import RiskMetric
+from risk import services as risk_services
+from risk.models import (
+    LimitChange,
+    RiskAlert,
+    RiskLimits,
+    RiskLock,
+    RiskMetric,
+    TradingState,
+    TradingStateChange,
+)
 from trading.models import (
     Account,
+    BrokerSync,
     Order,
     OrderTransition,
     Position,
@@ -42,8 +52,14 @@ QB_APPS = ("marketdata", "trading", "risk", "ops")
 
 # Adding makes no sense for these (engine output, ledger, audit trail, roles), or is kept to
 # superusers (groups). Every registered model must be in one of the two sets.
-OPERATOR_ADDS = {Stock, Position, Strategy, Account, User, TokenProxy}
+OPERATOR_ADDS = {Stock, Position, Strategy, Account, User, TokenProxy, RiskLock}
 OPERATOR_CANNOT_ADD = {
+    RiskLimits,  # one row, edited
+    TradingState,  # one row, changed with the dashboard's control
+    LimitChange,
+    TradingStateChange,
+    RiskAlert,
+    BrokerSync,
     MarketDataRow,
     Trade,
     Signal,
@@ -56,6 +72,8 @@ OPERATOR_CANNOT_ADD = {
 }
 
 NOT_OPERATORS = ("trader", "client", "stranger", "anonymous")
+# Models of one row whose change list redirects to that row's page.
+SINGLE_ROW_REDIRECTS = {RiskLimits}
 
 
 def _label(model) -> str:
@@ -124,7 +142,26 @@ def objects(db, trader):
     Token.objects.create(user=trader)
     token = TokenProxy.objects.get(user=trader)
     group = Group.objects.get(name=TRADER_GROUP)
+    risk_services.limits_update(actor="test", reason="admin test", max_trades_per_day=21)
+    state_change = TradingStateChange.objects.create(
+        from_state="ACTIVE", to_state="HALTED", actor="test", reason="admin test", at=now
+    )
+    lock = risk_services.lock_create(
+        kind="MANUAL", until=now + datetime.timedelta(hours=1), reason="test", actor="test",
+        symbol="005930",
+    )  # fmt: skip
+    alert = RiskAlert.objects.create(
+        alert_type="DAILY_LOSS", severity="CRITICAL", message="test", created_at=now
+    )
+    sync = BrokerSync.objects.create(broker="kis", status="AGREED", checked_at=now)
     return {
+        RiskLimits: (RiskLimits.objects.get(), RiskLimits.objects.get().pk),
+        LimitChange: (LimitChange.objects.get(), LimitChange.objects.get().pk),
+        TradingState: (TradingState.objects.get(), TradingState.objects.get().pk),
+        TradingStateChange: (state_change, state_change.pk),
+        RiskLock: (lock, lock.pk),
+        RiskAlert: (alert, alert.pk),
+        BrokerSync: (sync, sync.pk),
         Stock: (stock, stock.pk),
         MarketDataRow: (row, market_data_key(row)),
         Trade: (trade, trade.pk),
@@ -194,9 +231,13 @@ def test_operator_gets_changelist_and_change_page(browser_for, objects, model):
     browser = browser_for("operator")
     obj, object_id = objects[model]
     changelist = browser.get(_url(model, "changelist"))
-    assert changelist.status_code == 200
     change_url = _url(model, "change", quote(object_id))
-    assert change_url in changelist.content.decode(), "the list links to the object"
+    if model in SINGLE_ROW_REDIRECTS:
+        # The one row's list is that row: the list goes straight to its page.
+        assert (changelist.status_code, changelist.url) == (302, change_url)
+    else:
+        assert changelist.status_code == 200
+        assert change_url in changelist.content.decode(), "the list links to the object"
     change = browser.get(change_url)
     assert change.status_code == 200
     assert change.context["original"] == obj or str(obj) in change.content.decode()
@@ -245,6 +286,7 @@ SEARCH_TERMS = {
     User: "tom",
     Group: "trad",
     TokenProxy: "tom",
+    RiskAlert: "DAILY_LOSS",
 }
 
 

@@ -5,8 +5,11 @@ Columns are the personas: anonymous, stranger (signed in, no role), client, trad
 405 for an operator on the ledger: those endpoints are read-only for everyone.
 """
 
+import datetime as dt
+
 import pytest
 from django.contrib.auth.models import Group, User
+from django.utils import timezone
 
 from marketdata.models import MarketData, Stock
 from qbsite.roles import CLIENT_GROUP
@@ -22,6 +25,8 @@ from qbsite.tests.api_factories import (
     make_trade,
     minutes,
 )
+from risk import services as risk_services
+from risk.models import LimitChange, RiskAlert, RiskLock, TradingStateChange
 from trading.models import Order, Signal, Strategy
 from trading.services import account_ensure, order_create
 from trading.strategies.services import strategy_create
@@ -79,6 +84,18 @@ MATRIX = {
     },
     "accounts": READ_ONLY,
     "risk-metrics": READ_ONLY,
+    "risk-alerts": READ_ONLY,
+    "risk-limit-changes": READ_ONLY,
+    "risk-state-changes": READ_ONLY,
+    # Locks: operators add and remove them (a removal answers the removed lock; it stays as
+    # history), nobody edits one.
+    "risk-locks": {
+        "list": READ_ALL,
+        "retrieve": READ_ALL,
+        "create": (401, 403, 403, 403, 201),
+        "update": NO_WRITE,
+        "delete": (401, 403, 403, 403, 200),
+    },
     "system-logs": {**READ_ONLY, "list": READ_OPERATOR, "retrieve": READ_OPERATOR},
     # The detail object is another client's account: hidden (404) from a trader or a client.
     "users": {
@@ -125,6 +142,18 @@ def world(db):
     signal = Signal.objects.create(
         strategy=sma, symbol=samsung, interval="1m", time=T0, action="BUY", price=70000
     )
+    risk_services.limits_update(actor="test", reason="world", max_trades_per_day=21)
+    limit_change = LimitChange.objects.get()
+    state_change = TradingStateChange.objects.create(
+        from_state="ACTIVE", to_state="HALTED", actor="test", reason="world", at=T0
+    )
+    lock = risk_services.lock_create(
+        kind="MANUAL", until=timezone.now() + dt.timedelta(days=1), reason="world",
+        actor="test", symbol="005930",
+    )  # fmt: skip
+    alert = RiskAlert.objects.create(
+        alert_type="DAILY_LOSS", severity="CRITICAL", message="world", created_at=T0
+    )
     carl = User.objects.create_user("carl-client", "carl@example.com", "x")
     carl.groups.add(Group.objects.get_or_create(name=CLIENT_GROUP)[0])
     return {
@@ -155,6 +184,18 @@ def world(db):
         ),
         "accounts": ("paper", {}),
         "risk-metrics": (metric.pk, {}),
+        "risk-alerts": (alert.pk, {}),
+        "risk-limit-changes": (limit_change.pk, {}),
+        "risk-state-changes": (state_change.pk, {}),
+        "risk-locks": (
+            lock.pk,
+            {
+                "kind": "MANUAL",
+                "symbol": "035720",
+                "until": (timezone.now() + dt.timedelta(days=1)).isoformat(),
+                "reason": "a test lock",
+            },
+        ),
         "system-logs": (log.pk, {}),
         "users": (carl.pk, {}),
     }
@@ -195,6 +236,7 @@ def _state():
         Order.objects.count(),
         list(Strategy.objects.order_by("pk").values_list("name", "capital_allocation")),
         list(User.objects.order_by("pk").values_list("username", "first_name", "last_name")),
+        list(RiskLock.objects.order_by("pk").values_list("pk", "removed_at")),
     )
 
 
