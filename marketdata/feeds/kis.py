@@ -6,7 +6,8 @@
     await feed.close()
 
 - Symbols: the `symbols` given, else settings.KIS_FEED_SYMBOLS (a list, or "005930,000660");
-  at most 41 (kis.frames.MAX_REGISTRATIONS: KIS's registrations per session).
+  at most 41 (kis.frames.MAX_REGISTRATIONS: KIS's registrations per session), 40 when the KIS
+  broker's fill notices share the session (TRADING_BROKER=kis with KIS_HTS_ID).
 - The client: a consumer ("kis feed") of the process's shared KIS WebSocket session
   (kis.ws.session_consumer: KISConfig.from_settings(), KIS_WS_URL overrides the host; the
   approval key of kis.token.TokenStore, cached in Redis). KIS allows one session per app key:
@@ -69,6 +70,23 @@ def configured_symbols(value) -> list[str]:
     return symbols
 
 
+def _check_room_for_notices(symbols: list[str]) -> None:
+    """With the KIS broker's fill notices on (TRADING_BROKER=kis and KIS_HTS_ID), they take one
+    of the app key's 41 registrations: say so now rather than have whichever subscribes second
+    refused at run time."""
+    from django.conf import settings
+
+    notices = getattr(settings, "TRADING_BROKER", "") == "kis" and getattr(
+        settings, "KIS_HTS_ID", ""
+    )
+    if notices and len(symbols) > MAX_REGISTRATIONS - 1:
+        raise FeedError(
+            f"The KIS feed got {len(symbols)} symbols, but with TRADING_BROKER=kis and KIS_HTS_ID "
+            f"set the fill notices take one of the {MAX_REGISTRATIONS} registrations KIS allows "
+            f"per app key: KIS_FEED_SYMBOLS may hold at most {MAX_REGISTRATIONS - 1}."
+        )
+
+
 class KISWebSocketFeed(Feed):
     name = "kis"
 
@@ -88,6 +106,7 @@ class KISWebSocketFeed(Feed):
 
             symbols = getattr(settings, "KIS_FEED_SYMBOLS", None)
         self._symbols = configured_symbols(symbols)
+        _check_room_for_notices(self._symbols)
         self._wall = wall_clock
         self._latest: dt.datetime | None = None
         self._prev_close: dict[str, Decimal] = {}

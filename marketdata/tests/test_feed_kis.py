@@ -197,6 +197,18 @@ def test_41_symbols_are_fine(fake, settings):
     asyncio.run(feed.close())
 
 
+def test_with_the_kis_brokers_fill_notices_40_symbols_at_most(fake, settings):
+    settings.TRADING_BROKER = "kis"
+    settings.KIS_HTS_ID = "qbtrader"
+    with pytest.raises(FeedError, match="KIS_FEED_SYMBOLS may hold at most 40"):
+        KISWebSocketFeed([f"{n:06d}" for n in range(41)])
+    feed = KISWebSocketFeed([f"{n:06d}" for n in range(40)])
+    assert len(feed.symbols) == 40
+    asyncio.run(feed.close())
+    settings.KIS_HTS_ID = ""  # no notices: the 41st registration is the feed's
+    asyncio.run(KISWebSocketFeed([f"{n:06d}" for n in range(41)]).close())
+
+
 async def test_the_feed_subscribes_trades_only(fake, settings, redis_client):
     feed = make()
     hub = ws_hub(fake.state)
