@@ -257,3 +257,49 @@ async def test_the_engine_in_the_runtime(world, redis_client):
         await until(all_ordered, "orders for the five signals")
     assert await sync_to_async(Order.objects.count)() == 5
     await sync_to_async(assert_ledger_consistent)()
+
+
+async def test_signals_handed_over_in_process_are_ordered_once(world, redis_client):
+    """The strategy engine of the same process hands its new signals over directly; their
+    trading_signal events, which still go out, are then skipped: one order per signal."""
+    from trading.engines.strategy import StrategyEngine
+
+    engine = OrdersEngine()
+    async with running(engine):
+
+        async def ready():
+            return redis_client.hget(heartbeat_key("orders"), "ready") == b"1"
+
+        await until(ready, "ready heartbeat")
+        assert OrdersEngine.local is engine
+        signals = [await sync_to_async(make_signal)(world, quantity=1) for _ in range(3)]
+        strategy_engine = StrategyEngine()
+        strategy_engine._hand_over(signals)
+        assert strategy_engine.counts["handed_over"] == 3
+        for signal in signals:  # the events, as signal_record publishes them on commit
+            await events.apublish(EventType.TRADING_SIGNAL, signal_event(signal.pk), source="t")
+
+        async def all_ordered():
+            return await sync_to_async(
+                Signal.objects.filter(outcome="ORDERED", order__status=S.FILLED).count
+            )() == len(signals)
+
+        async def events_skipped():
+            return engine.counts["skipped_events"] == len(signals)
+
+        await until(all_ordered, "orders for the three signals")
+        await until(events_skipped, "the three events skipped")
+        assert engine.counts["handed_over"] == 3
+    assert OrdersEngine.local is None  # stopped: nothing is handed over any more
+    assert await sync_to_async(Order.objects.count)() == 3
+    await sync_to_async(assert_ledger_consistent)()
+
+
+async def test_without_a_local_orders_engine_nothing_is_handed_over(world):
+    from trading.engines.strategy import StrategyEngine
+
+    assert OrdersEngine.local is None
+    signal = await sync_to_async(make_signal)(world, quantity=1)
+    strategy_engine = StrategyEngine()
+    strategy_engine._hand_over([signal])
+    assert strategy_engine.counts["handed_over"] == 0
