@@ -12,13 +12,6 @@ Consumes:
   shrunk when a match leaves a symbol with none.
 - `order_placed`: see above.
 
-In-process hand-off: when the strategy engine runs in the same process (`manage.py
-runengines`, one event loop), it hands the signals it just stored to this engine directly
-(`OrdersEngine.local`, `take_signals`) instead of waiting for their `trading_signal` events to
-come back through Redis; the event still goes out, and this engine skips the signals it already
-took (`_taken`, the most recent TAKEN_MEMORY ids). The work is the same (order_from_signal,
-idempotent and locked in the database), only the transport is shorter.
-
 Crash-only: setup() is oms.recover() (PENDING signals, NEW / SUBMITTED / CANCEL_PENDING
 orders, open paper orders against the current quotes). The loop repeats it every
 ORDERS_SWEEP_SECONDS (10) for what is older than ORDERS_SWEEP_MIN_AGE_SECONDS (5): the channel
@@ -64,8 +57,6 @@ from trading.brokers.paper import NAME as PAPER
 from trading.models import BrokerSyncStatus
 from trading.states import OPEN
 
-_LOCAL = "in-process"  # the source of a signal handed over by the strategy engine
-
 
 class EventPayloadError(ValueError):
     pass
@@ -87,14 +78,7 @@ def _symbol(envelope) -> str | None:
     return symbol if isinstance(symbol, str) and symbol else None
 
 
-TAKEN_MEMORY = 10_000  # signal ids handed over in process, remembered to skip their events
-
-
 class OrdersEngine(Engine):
-    # The engine running in this process (set when its setup is done), for the strategy
-    # engine's in-process hand-off; None when there is none.
-    local: OrdersEngine | None = None
-
     name = "orders"
     subscribes = (
         EventType.TRADING_SIGNAL,
@@ -114,9 +98,6 @@ class OrdersEngine(Engine):
         self.kick = asyncio.Event()  # a fill notice: refresh the KIS orders now
         self.notice_client = notice_client
         self._listener: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._taken: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self._handoffs: set[asyncio.Task] = set()
 
     async def reconcile(self) -> None:
         report = await database_sync_to_async(broker_sync.broker_reconcile)()
@@ -146,36 +127,6 @@ class OrdersEngine(Engine):
             done or "nothing",
             len(self.watched),
         )
-        self._loop = asyncio.get_running_loop()
-        OrdersEngine.local = self
-
-    def take_signals(self, signal_ids: list[int]) -> bool:
-        """The strategy engine's in-process hand-off: order these stored signals now (in a task
-        of this engine's, so the strategy engine goes on) and skip their events when they come.
-        False when this engine cannot take them (stopping, or another event loop's): their
-        events then do the work."""
-        if self.stopping.is_set() or asyncio.get_running_loop() is not self._loop:
-            return False
-        for signal_id in signal_ids:
-            self._taken[signal_id] = None
-            while len(self._taken) > TAKEN_MEMORY:
-                self._taken.popitem(last=False)
-            envelope = {
-                "event_type": EventType.TRADING_SIGNAL,
-                "source": _LOCAL,
-                "data": {"signal_id": signal_id},
-            }
-            task = asyncio.create_task(self.handle(envelope), name=f"qb.orders.signal-{signal_id}")
-            self._handoffs.add(task)
-            task.add_done_callback(self._handed_off)
-        self.counts["handed_over"] += len(signal_ids)
-        return True
-
-    def _handed_off(self, task: asyncio.Task) -> None:
-        self._handoffs.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # A database outage in a handed-over signal: the sweep orders it later.
-            self.log.warning("A handed-over signal failed: %s", task.exception())
 
     async def handle(self, envelope: dict) -> None:
         kind = envelope.get("event_type") if isinstance(envelope, dict) else None
@@ -205,10 +156,6 @@ class OrdersEngine(Engine):
 
     async def on_signal(self, envelope: dict) -> None:
         signal_id = _signal_id(envelope)
-        if signal_id in self._taken and envelope.get("source") != _LOCAL:
-            self._taken.pop(signal_id)  # handed over in process: its event has nothing to do
-            self.counts["skipped_events"] += 1
-            return
         order = await database_sync_to_async(oms.order_from_signal)(signal_id=signal_id)
         self.counts["signals"] += 1
         if order is not None and order.broker == PAPER and order.status in OPEN:
@@ -285,12 +232,6 @@ class OrdersEngine(Engine):
             self.counts["kis_applied"] += len(result.applied)
 
     async def stop(self) -> None:
-        if OrdersEngine.local is self:
-            OrdersEngine.local = None
-        if self._handoffs:
-            # Signals handed over and not ordered yet are PENDING rows: the next start orders
-            # them (recover()); wait a little for those in flight.
-            await asyncio.wait(set(self._handoffs), timeout=5)
         if self._listener is not None:
             if self.notice_client is not None:
                 await self.notice_client.close()

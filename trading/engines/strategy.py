@@ -9,12 +9,9 @@ Per event (the plain functions below; the Engine only parses, reads and calls th
 3. one thread hop (database_sync_to_async) runs `strategies_evaluate()`: the strategies'
    holdings (one query for all of them), each strategy on its own context, each intent
    stored by `signal_record` (a replayed candle stores and publishes nothing) and published as
-   `trading_signal` on commit with the candle event's correlation_id. When the orders engine
-   runs in this process, the new signals are also handed to it directly (see
-   trading/engines/orders.py: the round trip through Redis is skipped, the event is not).
-   A strategy that raises (or returns something that is not a list of at most one
-   SignalIntent) is disabled by `strategy_disable` (risk_alert + system_logs); the others go
-   on.
+   `trading_signal` on commit with the candle event's correlation_id. A strategy that raises
+   (or returns something that is not a list of at most one SignalIntent) is disabled by
+   `strategy_disable` (risk_alert + system_logs); the others go on.
 
 The strategies in memory are the enabled rows, loaded at setup() and reloaded by loop()
 when a cheap check (row count and latest updated_at of the strategies table) changes, every
@@ -600,18 +597,7 @@ class StrategyEngine(Engine):
             )
             for strategy in outcome.disabled:
                 self.book.remove(strategy.pk)
-        if outcome.signals:
-            self._hand_over(outcome.signals)
         return outcome
-
-    def _hand_over(self, signals: list[Signal]) -> None:
-        """Give the new signals to the orders engine of this process, if one runs (its
-        `trading_signal` events are out anyway: the orders engine skips those it was given)."""
-        from trading.engines.orders import OrdersEngine
-
-        orders = OrdersEngine.local
-        if orders is not None and orders.take_signals([signal.pk for signal in signals]):
-            self.counts["handed_over"] += len(signals)
 
     def stats(self) -> dict:
         return {"strategies": len(self.book), **self.counts}
