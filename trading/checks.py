@@ -56,8 +56,8 @@ reduces a position) is never stopped by a rule that guards against taking on mor
   its sector's / all positions' above max_position_ratio / max_sector_ratio / max_exposure_ratio
   of the portfolio value (cash + positions at their marked price, else their average price).
   Values count what is held plus open buy orders (limit ones at their limit, market ones at
-  their estimated fill price, else the marked or average price) plus this order. At the limit exactly passes. A symbol with no sector has no sector
-  limit.
+  their estimated fill price, else the marked or average price) plus this order. At the
+  limit exactly passes. A symbol with no sector has no sector limit.
 - CASH_RESERVE: a buy must leave at least min_cash_reserve_ratio of the portfolio value in
   cash (after open buys' reservations and this buy's value and commission).
 """
