@@ -51,8 +51,9 @@ logger = logging.getLogger("kis.client")
 KST = dt.timezone(dt.timedelta(hours=9), "KST")
 MORE = ("M", "F")  # response tr_cont: more pages follow
 NEXT = "N"  # request tr_cont: the next page
-# Parameters / body keys that name the account: masked in logs.
-_ACCOUNT_KEYS = {"CANO"}
+# Parameters / body keys that name the account: masked in logs. KIS's paging context
+# (ctx_area_fk100, sent back as CTX_AREA_FK100) starts with the account number.
+_ACCOUNT_KEYS = {"CANO", "CTX_AREA_FK100", "CTX_AREA_NK100"}
 _CTX_KEYS = ("CTX_AREA_FK100", "CTX_AREA_NK100")
 SIDES = ("buy", "sell")
 
@@ -217,7 +218,7 @@ def mask(value: str) -> str:
     return "*" * max(0, len(value) - 2) + value[-2:] if len(value) > 4 else "***"
 
 
-_CANO_RE = re.compile(r"(CANO=)(\d+)", re.IGNORECASE)
+_ACCOUNT_RE = re.compile(r"((?:CANO|CTX_AREA_FK100|CTX_AREA_NK100)=)([^&\s\"']*)", re.IGNORECASE)
 
 
 class _MaskAccountInURLs(logging.Filter):
@@ -228,8 +229,9 @@ class _MaskAccountInURLs(logging.Filter):
             message = record.getMessage()
         except Exception:
             return True
-        if "CANO=" in message.upper():
-            record.msg = _CANO_RE.sub(lambda m: m[1] + mask(m[2]), message)
+        upper = message.upper()
+        if "CANO=" in upper or "CTX_AREA_" in upper:
+            record.msg = _ACCOUNT_RE.sub(lambda m: m[1] + (mask(m[2]) if m[2] else ""), message)
             record.args = None
         return True
 
@@ -395,7 +397,7 @@ class KISClient:
         return KISResponse(body=body, tr_cont=response.headers.get("tr_cont", "").strip())
 
     def _masked(self, data: dict) -> dict:
-        return {k: mask(v) if k.upper() in _ACCOUNT_KEYS else v for k, v in data.items()}
+        return {k: mask(v) if k.upper() in _ACCOUNT_KEYS and v else v for k, v in data.items()}
 
     def _log_failure(self, method, path, tr_id, params, body, exc, started) -> None:
         logger.debug(
