@@ -33,6 +33,7 @@ TR_FILLS_REAL = "H0STCNI0"  # our own orders' notices, real account
 TR_FILLS_VIRTUAL = "H0STCNI9"  # the same, virtual (mock trading) account
 TR_FILLS = (TR_FILLS_REAL, TR_FILLS_VIRTUAL)
 PINGPONG = "PINGPONG"
+MSG_IN_USE = "OPSP8996"  # "ALREADY IN USE appkey": another session holds the app key
 MAX_REGISTRATIONS = 41
 
 # H0STCNT0: 46 fields per record, in this order (KIS.md).
@@ -79,7 +80,8 @@ class FrameError(KISError):
 @dataclass(frozen=True, slots=True)
 class Control:
     """A JSON control message. `kind`: "pingpong", "subscribed", "unsubscribed",
-    "already_subscribed", "limit" (too many registrations), "error" (any other refusal)."""
+    "already_subscribed", "limit" (too many registrations), "in_use" (another session holds
+    the app key: this one gets nothing), "error" (any other refusal)."""
 
     kind: str
     tr_id: str
@@ -151,6 +153,8 @@ def parse_control(text: str) -> Control:
     upper = msg1.upper()
     if rt_cd == "0":
         kind = "unsubscribed" if upper.startswith("UNSUB") else "subscribed"
+    elif msg_cd == MSG_IN_USE or "ALREADY IN USE" in upper:
+        kind = "in_use"  # not "ALREADY IN SUBSCRIBE": the session itself is refused
     elif "ALREADY" in upper:
         kind = "already_subscribed"
     elif "MAX SUBSCRIBE" in upper:

@@ -14,7 +14,8 @@
   the session. "ALREADY IN SUBSCRIBE" counts as subscribed. A refused registration ("MAX
   SUBSCRIBE OVER", an unknown tr_id...) is dropped, logged and kept in `rejected`. A refused
   approval key ends the session; `approval_key_refused(key)` (if given) is awaited so that the
-  provider issues a new one, and the client reconnects.
+  provider issues a new one, and the client reconnects. "ALREADY IN USE appkey" (another
+  session holds the app key: nothing is served) ends the session too; it reconnects with backoff.
 - PINGPONG: answered at once, with the same text (KIS's older sample) and a pong frame carrying
   it (the current one); KIS drops a session that does not answer.
 - A malformed frame (kis.frames.FrameError, kis.crypto.DecryptError) is logged (WARNING on
@@ -101,6 +102,13 @@ class RegistrationLimitError(KISWebSocketError):
 
 class ApprovalRefused(KISWebSocketError):
     code = "kis_ws_approval_refused"
+
+
+class SessionInUse(KISWebSocketError):
+    """KIS: "ALREADY IN USE appkey": another session holds the app key, this one is served
+    nothing; it ends and the client reconnects with backoff."""
+
+    code = "kis_ws_session_in_use"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +200,7 @@ class KISProtocol:
     def handle(self, text: str | bytes) -> tuple[Batch | None, list[str]]:
         """One message in -> (its records, if a data frame; the texts to send back).
         Raises FrameError / DecryptError for a malformed one, ApprovalRefused when KIS refuses
-        the approval key."""
+        the approval key, SessionInUse when another session holds the app key."""
         message = parse_message(text)
         if isinstance(message, Control):
             return None, self._control(message, text)
@@ -223,6 +231,13 @@ class KISProtocol:
             return []
         if message.kind == "unsubscribed":
             return []
+        if message.kind == "in_use":
+            raise SessionInUse(
+                f"KIS refused the WebSocket session: {message.msg_cd} {message.msg1} (another"
+                " session holds the app key)",
+                msg_cd=message.msg_cd,
+                msg1=message.msg1,
+            )
         if "APPROVAL" in message.msg1.upper():
             raise ApprovalRefused(
                 f"KIS refused the WebSocket approval key: {message.msg_cd} {message.msg1}",
@@ -385,7 +400,7 @@ class KISWebSocket:
                 async for message in ws:
                     try:
                         batch, replies = self.protocol.handle(message)
-                    except ApprovalRefused:
+                    except (ApprovalRefused, SessionInUse):
                         raise
                     except KISError as exc:
                         self._bad_frame(exc, message)
