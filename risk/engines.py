@@ -50,7 +50,7 @@ from decimal import Decimal
 import redis.asyncio
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from marketdata import krx
 from qbsite.engine_base import Engine
@@ -265,30 +265,36 @@ def metrics_snapshot(*, now: dt.datetime, prices=None) -> RiskMetric:
 def state_escalate(breach: alerts.Breach, *, now: dt.datetime) -> str:
     """Move the trading state as `breach` calls for; returns the action taken, in words."""
     target = breach.state
-    current = services.trading_state_get()
+    current = services.trading_state_get()  # unlocked first: a breach lasts many ticks
     if _RANK[current] >= _RANK[target]:
         return f"Trading already {current}."
-    if breach.alert_type in (alerts.AlertType.DAILY_LOSS, alerts.AlertType.MONTHLY_LOSS):
-        period = seoul_start(now, month=breach.alert_type == alerts.AlertType.MONTHLY_LOSS)
-        overruled = TradingStateChange.objects.filter(
-            automatic=True,
+    # Decided and written under the state row's lock: an operator's (or another engine's)
+    # change made meanwhile is seen, never overwritten by a lower state read before it.
+    with transaction.atomic():
+        current = services.trading_state_lock().state
+        if _RANK[current] >= _RANK[target]:
+            return f"Trading already {current}."
+        if breach.alert_type in (alerts.AlertType.DAILY_LOSS, alerts.AlertType.MONTHLY_LOSS):
+            period = seoul_start(now, month=breach.alert_type == alerts.AlertType.MONTHLY_LOSS)
+            overruled = TradingStateChange.objects.filter(
+                automatic=True,
+                actor=ACTOR,
+                to_state=target,
+                reason__startswith=f"{breach.alert_type}:",
+                at__gte=period,
+            ).exists()
+            if overruled:
+                return (
+                    f"None: trading was set to {target} for this breach before and an operator "
+                    f"resumed it ({current})."
+                )
+        services.trading_state_set(
+            state=target,
             actor=ACTOR,
-            to_state=target,
-            reason__startswith=f"{breach.alert_type}:",
-            at__gte=period,
-        ).exists()
-        if overruled:
-            return (
-                f"None: trading was set to {target} for this breach before and an operator "
-                f"resumed it ({current})."
-            )
-    services.trading_state_set(
-        state=target,
-        actor=ACTOR,
-        reason=f"{breach.alert_type}: {breach.message}",
-        automatic=True,
-        at=now,
-    )
+            reason=f"{breach.alert_type}: {breach.message}",
+            automatic=True,
+            at=now,
+        )
     return f"Trading state {current} -> {target}."
 
 

@@ -259,12 +259,17 @@ def trading_state_get() -> str:
     return state or State.ACTIVE
 
 
-def _locked_state() -> TradingState:
+def trading_state_lock() -> TradingState:
+    """The trading state row, locked until the caller's transaction ends (call inside
+    atomic): a decision made on it cannot be overtaken by another change meanwhile."""
     row = TradingState.objects.select_for_update().filter(pk=1).first()
     if row is None:
         TradingState.objects.get_or_create(pk=1)
         row = TradingState.objects.select_for_update().get(pk=1)
     return row
+
+
+_locked_state = trading_state_lock
 
 
 _STATE_SEVERITY = {
@@ -509,5 +514,6 @@ __all__ = [
     "lock_create",
     "lock_remove",
     "trading_state_get",
+    "trading_state_lock",
     "trading_state_set",
 ]
