@@ -22,6 +22,8 @@ only ever moves up (ACTIVE < REDUCING < HALTED); an operator who resumes trading
 automatic halt (or reduce) for a loss limit is not overruled again the same day (month): the
 engine looks for its own automatic change since the period began. The streak is counted as the
 pre-trade check counts it: losing sell orders since the trading state last changed.
+While the state is HALTED, each check cancels the orders still open (`halt_sweep`: what a
+halt's own cancels missed, e.g. its process died right after the commit).
 Every limits.metrics_interval_seconds, and with every check that raised a new alert, the
 history figures (VaR 95, Sharpe, beta, drawdown: risk.metrics over `market_data`) are computed
 and a `risk_metrics` row stored.
@@ -314,6 +316,16 @@ def risk_check(*, figures: metrics.Figures, limits, now: dt.datetime) -> list:
     return raised
 
 
+def halt_sweep() -> int:
+    """While HALTED, cancel the orders still open: a halt cancels them when it commits, but a
+    process that died right after that commit, or a cancel request that failed, would leave
+    one the broker may fill (recovery only re-sends cancels already requested)."""
+    row = TradingState.objects.filter(pk=1).values_list("state", "reason").first()
+    if row is None or row[0] != State.HALTED:
+        return 0
+    return services.cancel_open_orders(actor=ACTOR, reason=row[1])
+
+
 # --- protections (sync parts) -----------------------------------------------------------------
 
 
@@ -528,6 +540,7 @@ class RiskEngine(Engine):
         limits = self.limits
         figures = portfolio_figures(now=now, prices=prices)
         raised = risk_check(figures=figures, limits=limits, now=now)
+        halt_sweep()
         due = (
             self.metrics_at is None
             or time.monotonic() - self.metrics_at >= limits.metrics_interval_seconds
@@ -576,6 +589,7 @@ __all__ = [
     "ENGINES",
     "RiskEngine",
     "daily_closes",
+    "halt_sweep",
     "high_water_rebuild",
     "history_figures",
     "metrics_snapshot",

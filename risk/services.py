@@ -360,7 +360,7 @@ def cancel_open_orders(*, actor: str, reason: str = "") -> int:
     its own transaction; one failing is logged and the rest go on."""
     from trading import oms  # trading.oms imports risk (the checks): import here, not above
     from trading.models import Order
-    from trading.states import CANCELABLE
+    from trading.states import CANCELABLE, IllegalTransition
 
     ids = list(
         Order.objects.filter(status__in=CANCELABLE).order_by("id").values_list("pk", flat=True)
@@ -369,6 +369,8 @@ def cancel_open_orders(*, actor: str, reason: str = "") -> int:
     for pk in ids:
         try:
             oms.order_cancel(order_id=pk, actor=actor, reason=why)
+        except IllegalTransition:
+            logger.info("Halt: order %s settled before its cancel (nothing to cancel).", pk)
         except Exception:
             logger.exception("Halt: cancel of order %s failed; the orders engine retries.", pk)
     return len(ids)
