@@ -183,7 +183,8 @@ def parse_data_frame(text: str) -> DataFrame:
         raise FrameError(
             f"data frame for unknown tr_id {tr_id!r} (known: {', '.join(FIELD_COUNTS)})."
         )
-    if not count_text.isdigit() or int(count_text) < 1:
+    # isascii: "²".isdigit() is True but int() refuses it.
+    if not (count_text.isascii() and count_text.isdigit()) or int(count_text) < 1:
         raise FrameError(f"{tr_id} frame's record count {count_text!r} is not a positive number.")
     if not payload:
         raise FrameError(f"{tr_id} frame has an empty payload.")
@@ -256,7 +257,7 @@ def kst_time(date_text: str, hhmmss: str, *, where: str) -> dt.datetime:
 
 def kst_clock(day: dt.date, hhmmss: str, *, where: str) -> dt.datetime:
     hhmmss = hhmmss.strip()
-    if len(hhmmss) != 6 or not hhmmss.isdigit():
+    if len(hhmmss) != 6 or not (hhmmss.isascii() and hhmmss.isdigit()):
         raise FrameError(f"{where}: time {hhmmss!r} is not HHMMSS.")
     try:
         clock = dt.time(int(hhmmss[:2]), int(hhmmss[2:4]), int(hhmmss[4:]))
@@ -277,7 +278,7 @@ def _decimal(text: str, name: str, where: str) -> Decimal:
 
 def _int(text: str, name: str, where: str) -> int:
     stripped = text.strip()
-    if not stripped.isdigit():
+    if not (stripped.isascii() and stripped.isdigit()):
         raise FrameError(f"{where}: {name} {text!r} is not a whole number >= 0.")
     return int(stripped)
 

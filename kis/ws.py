@@ -405,6 +405,12 @@ class KISWebSocket:
                     except KISError as exc:
                         self._bad_frame(exc, message)
                         continue
+                    except Exception as exc:  # a parser gap: still one bad frame, not the end
+                        self._bad_frame(
+                            KISWebSocketError(f"frame not readable: {type(exc).__name__}: {exc}"),
+                            message,
+                        )
+                        continue
                     for reply in replies:
                         await ws.send(reply)
                         with contextlib.suppress(websockets.ConnectionClosed):
