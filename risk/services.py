@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from qbsite.events import EventType, publish
@@ -164,7 +165,7 @@ def limits_update(
         for name, value in changes.items():
             field = RiskLimits._meta.get_field(name)
             try:
-                setattr(limits, name, field.to_python(value))
+                setattr(limits, name, field.to_python(_limit_value(name, field, value)))
             except ValidationError as exc:
                 raise RiskError(
                     f"{name}: {value!r} is not valid ({'; '.join(exc.messages)}).",
@@ -206,6 +207,27 @@ def limits_update(
         ", ".join(f"{r.field} {r.old_value} -> {r.new_value}" for r in records),
     )
     return records
+
+
+def _limit_value(name: str, field, value):
+    """A limit as given (a JSON body's numbers are floats), before the field parses it: a
+    float as the decimal it is written as (0.05, not its binary neighbour, which has more
+    places than the field); a bool or a fraction where a whole number is wanted is refused
+    (the field would make True 1 and cut 2.9 to 2)."""
+    if isinstance(value, bool):
+        raise RiskError(f"{name}: {value!r} is not a number.", details={name: ["Not a number."]})
+    if isinstance(value, float) and math.isfinite(value):
+        value = Decimal(repr(value))
+    if (
+        isinstance(field, models.IntegerField)
+        and isinstance(value, Decimal)
+        and value.is_finite()
+        and value != value.to_integral_value()
+    ):
+        raise RiskError(
+            f"{name}: {value} is not a whole number.", details={name: ["A whole number."]}
+        )
+    return value
 
 
 def _check_relations(limits: RiskLimits) -> None:
