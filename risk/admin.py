@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from qbsite.admin_utils import OperatorAdmin, ReadOnlyOperatorAdmin, RecentTimeFilter, is_operator
 from qbsite.exceptions import QBError
@@ -183,7 +184,12 @@ class TradingStateAdmin(ReadOnlyOperatorAdmin):
                 messages.success(request, f"Trading state is now {state}.")
             else:
                 messages.info(request, f"Trading state was already {state}.")
-        return HttpResponseRedirect(request.POST.get("next") or reverse("admin:index"))
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            back = reverse("admin:index")  # only back to a page of this site
+        return HttpResponseRedirect(back)
 
 
 @admin.register(TradingStateChange)
