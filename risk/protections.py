@@ -23,10 +23,13 @@ what the position has free (its shares less what open sell orders already hold),
 "engine:risk". Positions are shared by the strategies (and by API orders), so the exit is one
 order per strategy holding shares in the symbol by its own trades (the order carries that
 strategy, so its book and performance see the sale), and one without a strategy for the rest.
-client_order_id = risk-<sl|tp|ts>-<symbol>-<episode>-<strategy id or 0>-<attempt>: the same
-trigger replayed (another engine process, a repeated quote) makes the same order; a new attempt
-number only after an earlier exit of the episode ended without selling everything (denied,
-rejected, canceled).
+client_order_id = risk-<sl|tp|ts>-<symbol>-<episode>-<strategy id or 0>-<attempt>, attempt =
+the exits of that base placed before + 1. An exit is placed only for the shares free of open
+sell orders (none free: nothing is placed), so a trigger repeated while an exit is open makes
+no order; one after an exit ended without selling everything (denied, rejected, canceled, or
+shares bought since) makes the next attempt. Two engine processes racing on one trigger can
+each place an attempt: the second is DENIED (INSUFFICIENT_POSITION, checked under the account
+lock), never an oversell.
 
 After a stop-loss exit that was not denied: a COOLDOWN lock on the symbol for
 stoploss_cooldown_seconds (when none is in force), then the guard: a strategy with
