@@ -429,9 +429,20 @@ class KISClient:
             if not page.has_more:
                 return
             tr_cont = NEXT
+            before = [params.get(key) for key in _CTX_KEYS]
             for key in _CTX_KEYS:
                 if key in params:
                     params[key] = str(page.body.get(key.lower(), "") or "").strip()
+            if any(key in params for key in _CTX_KEYS) and before == [
+                params.get(key) for key in _CTX_KEYS
+            ]:
+                # The same context asks for the same page again: never ends.
+                raise KISError(
+                    f"KIS {path} ({tr_id}): tr_cont {page.tr_cont} (more) with the same paging"
+                    " context as the page before; stopped.",
+                    tr_id=tr_id,
+                    path=path,
+                )
         raise KISError(f"KIS {path} ({tr_id}): more than {max_pages} pages.", tr_id=tr_id)
 
     # --- quotations -----------------------------------------------------------------------------

@@ -146,6 +146,9 @@ class FakeKISState:
         self._next_odno = 1
         self.balance_page_size = 50
         self.fills_page_size = 100
+        # A KIS quirk to test against: the last page still says tr_cont M (more), with a
+        # context that points nowhere new.
+        self.more_on_last_page = False
         self.daily_candles: dict[str, dict[dt.date, tuple]] = {}  # explicit history
         self.minute_candles: dict[str, dict[dt.datetime, tuple]] = {}
         self.generate_history = True  # deterministic candles for any symbol and date
@@ -738,9 +741,9 @@ class FakeKISApp:
         more = offset + size < len(rows)
         ctx = {
             "ctx_area_fk100": query.get("CANO", "") + "^",
-            "ctx_area_nk100": str(offset + size) if more else "",
+            "ctx_area_nk100": str(offset + size) if more else str(offset),
         }
-        return page, ctx, ("M" if more else "D")
+        return page, ctx, ("M" if more or self.state.more_on_last_page else "D")
 
     def cancellable_orders(self, *, query, headers, **_):
         self._account(query)
