@@ -124,8 +124,9 @@ def approval_lock_key(env: str, app_key: str) -> str:
 
 
 def rate_limit_key(env: str, account: str) -> str:
-    """Per account (KIS limits per account); `account` is CANO, or the app key id without one."""
-    return f"{KEY_PREFIX}ratelimit:{env}:{account}"
+    """Per account (KIS limits per account); `account` is CANO, or the app key id without one.
+    The key holds a hash of it: an account number is not for anyone who can list Redis keys."""
+    return f"{KEY_PREFIX}ratelimit:{env}:{app_key_id(account)}"
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,9 @@ def _configured_secrets() -> tuple[str, ...]:
         getattr(settings, "KIS_APP_KEY", ""),
         getattr(settings, "KIS_APP_SECRET", ""),
         getattr(settings, "SECRET_KEY", ""),
+        # The KIS account number (CANO, 8 digits): KIS echoes it in paging contexts and
+        # answers; a second net behind kis.client's own masking.
+        (getattr(settings, "KIS_ACCOUNT", "") or "").partition("-")[0],
     ]
     for database in getattr(settings, "DATABASES", {}).values():
         values.append(database.get("PASSWORD") or "")

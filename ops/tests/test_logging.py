@@ -411,3 +411,11 @@ def test_the_configured_handlers_redact(kis_secrets):
         assert KIS_KEY not in text
         assert KIS_SECRET not in text
         assert "login with appkey=*** secret ***" in text
+
+
+def test_the_kis_account_number_is_replaced(settings, captured):
+    settings.KIS_ACCOUNT = "50123456-01"
+    logger, stream = captured
+    logger.info("GET inquire-balance?CTX_AREA_FK100=50123456%%5E01%%5E  page 2")
+    logger.info("account %s", "50123456")
+    assert "50123456" not in stream.getvalue()
