@@ -55,6 +55,7 @@ fill-notice listener) each take a consumer of the process's shared session inste
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -65,6 +66,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import redis
 import websockets
 
 from kis import crypto
@@ -89,6 +91,8 @@ SUBSCRIBE, UNSUBSCRIBE = "1", "2"
 CUSTTYPE = "P"  # a private (not corporate) customer
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
+# A session that lasted this long counts as stable: a drop after it starts the backoff over.
+STABLE_SESSION_SECONDS = 30.0
 OPEN_TIMEOUT_SECONDS = 10.0
 
 
@@ -295,6 +299,9 @@ class KISWebSocket:
         self.protocol = KISProtocol(max_registrations=max_registrations, today=today)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        # The attempt number of each reconnect's backoff (the latest 100): 0, 1, 2... while
+        # sessions keep failing or drop soon after they start.
+        self.backoff_attempts: collections.deque[int] = collections.deque(maxlen=100)
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.rng = rng or random.Random()
@@ -349,9 +356,13 @@ class KISWebSocket:
         """Records as they come, across reconnects, until close()."""
         attempt = 0
         while not self._closing.is_set():
+            started = time.monotonic()
             try:
                 async for batch in self._session():
-                    attempt = 0  # a session that delivered: the next drop starts over
+                    # A session that delivered for a while: the next drop starts over (one that
+                    # drops right after its first frame keeps backing off: no reconnect storm).
+                    if attempt and time.monotonic() - started >= STABLE_SESSION_SECONDS:
+                        attempt = 0
                     yield batch
             except ApprovalRefused as exc:
                 logger.error("%s; reconnecting with a new key", exc.message)
@@ -360,7 +371,13 @@ class KISWebSocket:
                         await self._approval_key_refused(self._key)
                     except Exception:
                         logger.exception("Dropping the refused KIS approval key failed")
-            except (OSError, TimeoutError, websockets.WebSocketException, KISError) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                websockets.WebSocketException,
+                KISError,
+                redis.RedisError,  # the approval key comes through Redis (kis.token)
+            ) as exc:
                 if self._closing.is_set():
                     break
                 logger.warning(
@@ -375,6 +392,7 @@ class KISWebSocket:
             delay = backoff_delay(
                 attempt, base=self.backoff_base, cap=self.backoff_max, rng=self.rng
             )
+            self.backoff_attempts.append(attempt)
             attempt += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), delay)

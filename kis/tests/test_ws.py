@@ -267,6 +267,26 @@ async def test_reconnects_and_subscribes_again_after_a_drop(fake_kis, hub):
     assert len(keys) == 2  # the provider was asked again for the new session
 
 
+async def test_sessions_that_drop_soon_after_their_first_frame_keep_backing_off(fake_kis, hub):
+    """No reconnect storm: a session that delivered a frame and dropped at once does not start
+    the backoff over (only one that lasted STABLE_SESSION_SECONDS does)."""
+    client = KISWebSocket(
+        url=fake_kis.ws_url, approval_key=issuer(fake_kis.state), backoff_base=0.01,
+        backoff_max=0.05,
+    )  # fmt: skip
+    await client.subscribe(TR_TRADES, "005930")
+    async with running(client) as queue:
+        for session in range(1, 4):
+            await hub.wait_for(
+                lambda s=session: hub.connections == s and hub.registered(TR_TRADES, "005930")
+            )
+            hub.push_trades([trade_record("005930", AT, 70000)])
+            await next_batch(queue)
+            assert hub.drop() == 1
+        await hub.wait_for(lambda: hub.connections == 4)
+    assert list(client.backoff_attempts) == [0, 1, 2]
+
+
 async def test_keeps_trying_while_kis_is_unreachable(fake_kis, hub):
     """Connection refused: backoff, then the first session once the server is there."""
     import socket
