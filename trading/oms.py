@@ -556,6 +556,12 @@ def _apply_ack(order: Order, ack: BrokerAck, *, broker: Broker) -> Order:
                 actor=actor,
                 broker_order_id=ack.broker_order_id or None,
             )
+        elif ack.broker_order_id and not order.broker_order_id:
+            # A cancel came while the submit was on its way (a halt, an operator): the order is
+            # CANCEL_PENDING, and the broker's id is what its cancel needs.
+            order.broker_order_id = ack.broker_order_id
+            order.updated_at = timezone.now()
+            services.row_update(order, ("broker_order_id", "updated_at"))
         return _apply_fills(order, ack.fills, actor=actor, locked=True)
 
 

@@ -518,3 +518,20 @@ def test_concurrent_fills_on_one_position(stock, redis_client, settings):
     assert Trade.objects.count() == 12 * 4  # 2 + 2 + 2 + 2 shares each
     assert Position.objects.get().quantity == 96
     assert_ledger_consistent()
+
+
+def test_an_ack_after_a_cancel_request_keeps_the_brokers_order_id(stock, account):
+    """A cancel (a halt, an operator) lands while the submit is on its way: the broker's answer
+    finds the order CANCEL_PENDING; its id is still recorded, since the cancel needs it."""
+    from trading.brokers import BrokerAck, get_broker
+
+    order, _ = services.order_create(
+        client_order_id="race", symbol="005930", side="BUY", order_type="MARKET", quantity=1,
+        actor="t",
+    )  # fmt: skip
+    services.order_set_status(order_id=order.pk, to_status=S.SUBMITTED, actor="t")
+    pending = services.order_request_cancel(order_id=order.pk, actor="operator")
+    assert pending.status == S.CANCEL_PENDING
+    oms._apply_ack(pending, BrokerAck(True, broker_order_id="B-1"), broker=get_broker("paper"))
+    order.refresh_from_db()
+    assert (order.status, order.broker_order_id) == (S.CANCEL_PENDING, "B-1")
