@@ -400,6 +400,11 @@ class KISBroker(Broker):
         ]
 
     def fills(self, since: dt.datetime | None = None) -> list[BrokerFill]:
+        """One record per KIS order with fills: its TOTAL filled quantity and average price
+        (KIS's daily inquiry gives totals per order, not single executions). For reports and
+        comparisons only: never apply these through services.order_apply_fill; the fills of an
+        order are applied as differences of those totals (trading.broker_sync.kis_apply_row),
+        which is also where the execution ids `<ODNO>-<cumulative quantity>` come from."""
         start = since.astimezone(dt.timezone(dt.timedelta(hours=9))).date() if since else None
         result = []
         for row in self.kis_orders(start):
