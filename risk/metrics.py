@@ -48,15 +48,21 @@ def money(value) -> Decimal:
     )
 
 
+_RATIO_BOUND = Decimal(1_000_000)  # RatioField: 12 digits, 6 of them decimals
+
+
 def ratio_decimal(value: float | Decimal | None) -> Decimal | None:
-    """A ratio as the model's RatioField stores it (6 places); None stays None."""
+    """A ratio as the model's RatioField stores it (6 places); None stays None, and so does a
+    value it cannot hold (|x| >= 1,000,000: a Sharpe or beta of a near-constant series is no
+    figure, and must not make every snapshot fail)."""
     if value is None:
         return None
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
         value = Decimal(repr(value))
-    return value.quantize(_RATIO, rounding=ROUND_HALF_EVEN)
+    value = value.quantize(_RATIO, rounding=ROUND_HALF_EVEN)
+    return value if abs(value) < _RATIO_BOUND else None
 
 
 @dataclass

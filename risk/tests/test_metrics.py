@@ -103,3 +103,7 @@ def test_decimal_shapes_for_the_model():
     assert metrics.ratio_decimal(0.12345678) == D("0.123457")
     assert metrics.ratio_decimal(None) is None
     assert metrics.ratio_decimal(float("nan")) is None
+    # What risk_metrics' ratio columns (12 digits, 6 decimals) can hold, and no more.
+    assert metrics.ratio_decimal(999_999.999999) == D("999999.999999")
+    assert metrics.ratio_decimal(1_000_000.0) is None
+    assert metrics.ratio_decimal(-2.5e9) is None
