@@ -371,23 +371,43 @@ class CollectorEngine(Engine):
         await asyncio.to_thread(krx._calendar)
         self.redis = redis.asyncio.Redis.from_url(settings.REDIS_URL)
         self.state = await sync_to_async(CollectorState.create)()
-        if self.feed is None:
-            self.feed = self._make_feed()
-        self.warm = await warm_up(self.state, self.redis, self.feed.now())
+        if self.feed is None and _setting("COLLECTOR_FEED", "simulated") == "simulated":
+            # The simulated market goes on from where Redis says it was: warm up first, on the
+            # clock the feed will start at, then start its walks from the restored quotes (a
+            # walk started elsewhere would print outside the band the day's quotes were in).
+            from marketdata.feeds.simulated import default_start
+
+            start = default_start(dt.datetime.now(dt.UTC))
+            self.warm = await warm_up(self.state, self.redis, start)
+            self.feed = self._make_feed(start=start)
+        else:
+            if self.feed is None:
+                self.feed = self._make_feed()
+            self.warm = await warm_up(self.state, self.redis, self.feed.now())
         self._seed_prev_closes()
 
-    def _make_feed(self):
+    def _make_feed(self, *, start: dt.datetime | None = None):
         from marketdata.feeds import make_feed
 
         spec = _setting("COLLECTOR_FEED", "simulated")
         options = {"speed": _setting("COLLECTOR_SPEED", "1")}
         if spec == "simulated":
             options["seed"] = _setting("COLLECTOR_SIM_SEED", None)
+            options["start"] = start
             agg = self.state.aggregator
-            symbols = {}
+            day = kst_day(start.timestamp()) if start is not None else None
+            symbols, prices = {}, {}
             for symbol in self.state.validator.symbols:
                 q = agg.quotes.get(symbol)
-                symbols[symbol] = (q.regular_close or q.close) if q else None
+                if q is None:
+                    symbols[symbol] = None
+                elif q.day == day and q.prev_close:
+                    # The session under way: its base stays, the walk goes on from the last.
+                    symbols[symbol] = q.prev_close
+                    prices[symbol] = q.close
+                else:
+                    symbols[symbol] = q.regular_close or q.close
+            options["prices"] = prices
             options["instruments"] = {
                 s: info.instrument for s, info in self.state.validator.symbols.items()
             }

@@ -59,9 +59,12 @@ class SimulatedKRXFeed(Feed):
         instruments: Mapping[str, str] | None = None,
         wall_clock=None,
         monotonic=time.monotonic,
+        prices: Mapping[str, Decimal | int] | None = None,
     ) -> None:
         """symbols: {symbol: previous close (None = a seeded random price)} or a list.
-        rate: mean prints per symbol per second at midday. instruments: {symbol: "etf"}."""
+        rate: mean prints per symbol per second at midday. instruments: {symbol: "etf"}.
+        prices: {symbol: last price} where the session already traded (a restart goes on from
+        there, inside the band of the previous close); else a walk starts at its close."""
         if not isinstance(symbols, Mapping):
             symbols = dict.fromkeys(symbols)
         self._symbols = sorted(symbols)
@@ -81,6 +84,10 @@ class SimulatedKRXFeed(Feed):
         self.price = dict(self.prev_close)
         self.limits: dict[str, tuple[int, int]] = {}
         self._set_limits()
+        for symbol, last in (prices or {}).items():
+            if symbol in self.price and last:
+                lower, upper = self.limits[symbol]
+                self.price[symbol] = min(max(int(last), lower), upper)
         self._monotonic = monotonic
         self._clock = self.start.timestamp()  # the generator's position (epoch)
         self._anchor_sim = self._clock

@@ -8,7 +8,9 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connections
 
 from marketdata import buffer, krx
 from marketdata.engines.collector import CollectorEngine, CollectorState, collect, prepare
@@ -303,3 +305,35 @@ def test_a_symbol_seen_before_keeps_every_rule_on_the_next_batches(redis_client)
     )
     head = json.loads(redis_client.lindex("candles:005930:5m", 0))
     assert (head["close"], head["volume"]) == (70000, 12)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_restarted_simulated_market_goes_on_inside_the_days_band(settings, redis_client):
+    """`make run` stopped and started again the same day: the new random walk (another seed)
+    starts from the quotes in Redis, so its prints stay inside the band the day's quotes were
+    checked against (before, a fresh random price made every print of the day out of band)."""
+    settings.MARKET_EVENT_MIN_INTERVAL_MS = 0
+    settings.COLLECTOR_FEED = "simulated"
+    settings.COLLECTOR_SPEED = "max"
+    for symbol, name in (("005930", "Samsung Electronics"), ("000660", "SK hynix")):
+        await Stock.objects.acreate(symbol=symbol, name=name, market="KOSPI")
+
+    async def run(seed: int, ticks: int) -> CollectorEngine:
+        settings.COLLECTOR_SIM_SEED = seed
+        engine = CollectorEngine()
+        await engine.setup()
+        taken = engine.feed.take(ticks)
+        collect(taken, state=engine.state, redis=redis_client, now=engine.feed.now())
+        await engine.stop()
+        return engine
+
+    first = await run(1, 400)
+    before = {s: redis_client.hgetall(f"market:{s}") for s in ("005930", "000660")}
+    second = await run(2, 400)
+
+    for symbol, quote in before.items():
+        assert second.feed.prev_close[symbol] == int(quote[b"prev_close"])
+    assert second.state.stats()["ticks_rejected"] == {}
+    assert second.state.stats()["ticks_accepted"] == 400
+    assert first.state.stats()["ticks_accepted"] == 400
+    await sync_to_async(connections.close_all)()  # the setup's database thread
