@@ -239,6 +239,21 @@ class _MaskAccountInURLs(logging.Filter):
 logging.getLogger("httpx").addFilter(_MaskAccountInURLs())
 
 
+def _candle(row: dict, symbol: str, interval: str, at: dt.datetime, *, close: str, volume: str):
+    """A Candle from a KIS chart row (daily rows name the close stck_clpr and the volume
+    acml_vol; minute rows stck_prpr and cntg_vol)."""
+    return Candle(
+        symbol=symbol,
+        interval=interval,
+        time=at,
+        open=_dec(row.get("stck_oprc"), "stck_oprc"),
+        high=_dec(row.get("stck_hgpr"), "stck_hgpr"),
+        low=_dec(row.get("stck_lwpr"), "stck_lwpr"),
+        close=_dec(row.get(close), close),
+        volume=_int(row.get(volume), volume),
+    )
+
+
 class KISClient:
     """See the module doc. `redis` is a redis.asyncio.Redis (the caller closes it); `http` an
     optional httpx.AsyncClient (else one is made and closed by `async with`)."""
@@ -506,18 +521,8 @@ class KISClient:
                 day = _date(day_text)
                 if not start <= day <= until:
                     continue
-                batch.append(
-                    Candle(
-                        symbol=symbol,
-                        interval="1d",
-                        time=dt.datetime.combine(day, dt.time(0), tzinfo=KST),
-                        open=_dec(row.get("stck_oprc"), "stck_oprc"),
-                        high=_dec(row.get("stck_hgpr"), "stck_hgpr"),
-                        low=_dec(row.get("stck_lwpr"), "stck_lwpr"),
-                        close=_dec(row.get("stck_clpr"), "stck_clpr"),
-                        volume=_int(row.get("acml_vol"), "acml_vol"),
-                    )
-                )
+                at = dt.datetime.combine(day, dt.time(0), tzinfo=KST)
+                batch.append(_candle(row, symbol, "1d", at, close="stck_clpr", volume="acml_vol"))
             if not batch:
                 return
             batch.sort(key=lambda c: c.time)
@@ -573,16 +578,7 @@ class KISClient:
                 if start is None or start.time() > hour:
                     continue
                 batch.append(
-                    Candle(
-                        symbol=symbol,
-                        interval="1m",
-                        time=start,
-                        open=_dec(row.get("stck_oprc"), "stck_oprc"),
-                        high=_dec(row.get("stck_hgpr"), "stck_hgpr"),
-                        low=_dec(row.get("stck_lwpr"), "stck_lwpr"),
-                        close=_dec(row.get("stck_prpr"), "stck_prpr"),
-                        volume=_int(row.get("cntg_vol"), "cntg_vol"),
-                    )
+                    _candle(row, symbol, "1m", start, close="stck_prpr", volume="cntg_vol")
                 )
             if not batch:
                 return

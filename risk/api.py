@@ -54,47 +54,46 @@ def api_actor(user) -> str:
     return f"api:{user.get_username()}"[:64]
 
 
-class RiskMetricViewSet(viewsets.ReadOnlyModelViewSet):
+class _History(viewsets.ReadOnlyModelViewSet):
+    """A read-only history, newest first (filters, cursor pagination)."""
+
+    filter_backends = [DjangoFilterBackend]
+    pagination_class = KeysetCursorPagination
+
+
+class RiskMetricViewSet(_History):
     """Portfolio risk snapshots, newest first (cursor pagination)."""
 
     queryset = RiskMetric.objects.all()
     serializer_class = RiskMetricSerializer
-    filter_backends = [DjangoFilterBackend]
     filterset_class = RiskMetricFilter
-    pagination_class = KeysetCursorPagination
     cursor_ordering = ("-timestamp", "-id")
 
 
-class RiskAlertViewSet(viewsets.ReadOnlyModelViewSet):
+class RiskAlertViewSet(_History):
     """Risk alerts, newest first."""
 
     queryset = RiskAlert.objects.all()
     serializer_class = RiskAlertSerializer
-    filter_backends = [DjangoFilterBackend]
     filterset_class = RiskAlertFilter
-    pagination_class = KeysetCursorPagination
     cursor_ordering = ("-created_at", "-id")
 
 
-class LimitChangeViewSet(viewsets.ReadOnlyModelViewSet):
+class LimitChangeViewSet(_History):
     """The audit trail of the risk limits, newest first."""
 
     queryset = LimitChange.objects.select_related("changed_by")
     serializer_class = LimitChangeSerializer
-    filter_backends = [DjangoFilterBackend]
     filterset_class = LimitChangeFilter
-    pagination_class = KeysetCursorPagination
     cursor_ordering = ("-changed_at", "-id")
 
 
-class TradingStateChangeViewSet(viewsets.ReadOnlyModelViewSet):
+class TradingStateChangeViewSet(_History):
     """The trading state's history, newest first."""
 
     queryset = TradingStateChange.objects.all()
     serializer_class = TradingStateChangeSerializer
-    filter_backends = [DjangoFilterBackend]
     filterset_class = TradingStateChangeFilter
-    pagination_class = KeysetCursorPagination
     cursor_ordering = ("-at", "-id")
 
 
