@@ -223,6 +223,39 @@ WHERE broker = %(broker)s AND status = ANY(%(open)s) AND id <> %(id)s
 """
 
 
+def _old_market_buys_value(order, *, quote, broker):
+    """What the other open market buys may still spend at their estimated fill prices: the
+    trading core's reservation before issue 5, one query (check_inputs now reads them in its
+    one statement)."""
+    from decimal import Decimal
+
+    from trading import oms
+    from trading.models import Order, OrderType, Side
+    from trading.states import OPEN
+
+    value = Decimal(0)
+    rows = (
+        Order.objects.filter(
+            broker=order.broker, status__in=OPEN, side=Side.BUY, order_type=OrderType.MARKET
+        )
+        .exclude(pk=order.pk)
+        .values_list("symbol_id", "symbol__market", "quantity", "filled_quantity")
+    )
+    for symbol, market, quantity, filled in rows:
+        their_quote = quote if symbol == order.symbol_id else oms.market_quote(symbol)[0]
+        price = oms.estimated_price(
+            side=Side.BUY,
+            order_type=OrderType.MARKET,
+            limit_price=None,
+            quote=their_quote,
+            market=market,
+            broker=broker,
+        )
+        if price is not None:
+            value += price * (quantity - filled)
+    return value
+
+
 def old_check_inputs(order, *, quote, now, broker, at=None):
     from django.db import connection
 
@@ -243,7 +276,7 @@ def old_check_inputs(order, *, quote, now, broker, at=None):
         )
         market, held, held_reserved, cash_reserved, market_buys = cursor.fetchone()
     if market_buys:
-        cash_reserved += oms._market_buys_value(order, quote=quote, broker=broker)
+        cash_reserved += _old_market_buys_value(order, quote=quote, broker=broker)
     if cash_reserved:
         cash_reserved += krx.commission(cash_reserved)
     return checks.CheckInput(

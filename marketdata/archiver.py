@@ -98,7 +98,6 @@ EXIT_AFTER_PREFETCH_ENV = "QB_ARCHIVER_EXIT_AFTER_PREFETCH"
 
 log = logging.getLogger("qb.archiver")
 
-_INTERVALS = frozenset(Interval.values)
 _SYMBOL_RE = re.compile(SYMBOL_REGEX)
 
 
@@ -148,7 +147,6 @@ _STREAM_ARG = b"$%d\r\n%s\r\n" % (len(CANDLE_STREAM), CANDLE_STREAM.encode())
 _GROUP_ARG = b"$%d\r\n%s\r\n" % (len(ARCHIVER_GROUP), ARCHIVER_GROUP.encode())
 _ENTRY_ID = itemgetter(0)
 _ENTRY_FIELDS = itemgetter(1)
-_FIELD_NAMES = itemgetter(0, 2)
 _PACK_FIELD = STREAM_PACK_FIELD.encode()
 
 

@@ -65,7 +65,6 @@ from .states import OPEN
 logger = logging.getLogger("qb.trading.oms")
 
 ENGINE_ACTOR = "engine:orders"
-_ZERO = Decimal(0)
 # Paper orders the quote matcher looks at (SUBMITTED ones are with their submitter; a
 # CANCEL_PENDING one is being canceled: the paper exchange has seen the cancel).
 MATCHABLE = (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
@@ -308,33 +307,6 @@ def _locks(rows) -> tuple[checks.Lock, ...]:
         )
         for row in rows or ()
     )
-
-
-def _market_buys_value(order: Order, *, quote, broker: Broker) -> Decimal:
-    """What the other open market buys may still spend, at their estimated fill prices (the
-    trading core's reservation before the risk rules: bench/risk_checks.py's base path;
-    check_inputs reads them with its one statement, _market_buys)."""
-    value = _ZERO
-    rows = (
-        Order.objects.filter(
-            broker=order.broker, status__in=OPEN, side=Side.BUY, order_type=OrderType.MARKET
-        )
-        .exclude(pk=order.pk)
-        .values_list("symbol_id", "symbol__market", "quantity", "filled_quantity")
-    )
-    for symbol, market, quantity, filled in rows:
-        their_quote = quote if symbol == order.symbol_id else market_quote(symbol)[0]
-        price = estimated_price(
-            side=Side.BUY,
-            order_type=OrderType.MARKET,
-            limit_price=None,
-            quote=their_quote,
-            market=market,
-            broker=broker,
-        )
-        if price is not None:
-            value += price * (quantity - filled)
-    return value
 
 
 # --- checks and submission -------------------------------------------------------------------
