@@ -7,6 +7,9 @@ parameters from settings.DATABASES (or a URL of their own) from here.
 
 from __future__ import annotations
 
+import re
+import weakref
+
 import psycopg
 
 # OPTIONS that Django's backend understands and libpq does not.
@@ -75,9 +78,6 @@ class PreparedStatement:
     """
 
     def __init__(self, name: str, sql: str, types: dict[str, str]) -> None:
-        import re
-        import weakref
-
         self.name = name
         self.order = list(types)
         index = {key: n for n, key in enumerate(self.order, start=1)}
