@@ -766,12 +766,7 @@ def order_from_signal(*, signal_id: int) -> Order | None:
     handled before returns its order (or None) and changes nothing."""
     broker = get_broker()
     with transaction.atomic():
-        signal = (
-            Signal.objects.select_for_update(of=("self",))
-            .select_related("strategy", "symbol")
-            .filter(pk=signal_id)
-            .first()
-        )
+        signal = services.row_lock(Signal, signal_id, related=("strategy", "symbol"))
         if signal is None:
             raise NotFound(f"No signal {signal_id}.")
         if signal.outcome != SignalOutcome.PENDING:

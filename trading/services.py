@@ -202,6 +202,77 @@ def _insert_sql(instance, *, on_conflict: str = "") -> tuple[str, list]:
     )
 
 
+_LOCK_SQL: dict[tuple, tuple[str, list]] = {}
+
+
+def _lock_sql(model, related: tuple[str, ...]) -> tuple[str, list]:
+    """(SELECT ... FOR UPDATE OF the row by primary key, joined to its `related` foreign keys;
+    [(model, fk field or None, [(field, column expression converters)])] to read it back)."""
+    key = (model, related)
+    if key not in _LOCK_SQL:
+        meta = model._meta
+        parts = [(model, None, "t")]
+        joins = []
+        for n, name in enumerate(related):
+            fk = meta.get_field(name)
+            target = fk.related_model._meta
+            alias = f"r{n}"
+            parts.append((fk.related_model, fk, alias))
+            joins.append(
+                f" LEFT JOIN {_qn(target.db_table)} {alias}"
+                f" ON {alias}.{_qn(fk.target_field.column)} = t.{_qn(fk.column)}"
+            )
+        columns, plan = [], []
+        for part_model, fk, alias in parts:
+            fields = []
+            for field in part_model._meta.concrete_fields:
+                columns.append(f"{alias}.{_qn(field.column)}")
+                col = field.get_col(part_model._meta.db_table)
+                converters = connection.ops.get_db_converters(col) + col.get_db_converters(
+                    connection
+                )
+                fields.append((field, col, converters))
+            plan.append((part_model, fk, fields))
+        _LOCK_SQL[key] = (
+            f"SELECT {', '.join(columns)} FROM {_qn(meta.db_table)} t{''.join(joins)}"
+            f" WHERE t.{_qn(meta.pk.column)} = %s FOR UPDATE OF t",
+            plan,
+        )
+    return _LOCK_SQL[key]
+
+
+def row_lock(model, pk, *, related: tuple[str, ...] = ()):
+    """The row of `model` with primary key `pk`, locked (SELECT ... FOR UPDATE OF its table,
+    inside atomic), with its `related` foreign keys' rows joined and cached on it (as
+    select_for_update(of=("self",)).select_related(*related) would), or None. One plain
+    statement: the ORM's query building costs about 1 ms of Python on the order path, the
+    statement 0.3 ms."""
+    sql, plan = _lock_sql(model, tuple(related))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [pk])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    instances = []
+    for part_model, fk, fields in plan:
+        attnames, converted = [], []
+        for field, col, converters in fields:
+            value = next(values)
+            for converter in converters:
+                value = converter(value, col, connection)
+            attnames.append(field.attname)
+            converted.append(value)
+        instance = None
+        if converted[[f.primary_key for f, _, _ in fields].index(True)] is not None:
+            instance = part_model.from_db(connection.alias, attnames, converted)
+        instances.append((fk, instance))
+    main = instances[0][1]
+    for fk, instance in instances[1:]:
+        fk.set_cached_value(main, instance)
+    return main
+
+
 def row_update(instance, fields) -> None:
     """UPDATE the row of `instance` with its current values of `fields` (attribute names)."""
     rows_write(("update", instance, fields))
@@ -490,16 +561,12 @@ def order_transition(
 
 
 def order_lock(order_id: int) -> Order:
-    """The order, locked (select_for_update) with its symbol and strategy, inside atomic;
-    NotFound naming the id."""
-    try:
-        return (
-            Order.objects.select_for_update(of=("self",))
-            .select_related("symbol", "strategy")
-            .get(pk=order_id)
-        )
-    except Order.DoesNotExist:
-        raise NotFound(f"No order {order_id}.") from None
+    """The order, locked (row_lock) with its symbol and strategy, inside atomic; NotFound
+    naming the id."""
+    order = row_lock(Order, order_id, related=("symbol", "strategy"))
+    if order is None:
+        raise NotFound(f"No order {order_id}.")
+    return order
 
 
 def order_set_status(

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from qbsite.events import EventType
 from qbsite.exceptions import Conflict, NotFound
@@ -397,3 +398,55 @@ def test_concurrent_fills_on_one_position_all_count(stock):
     account = Account.objects.get(broker="paper")
     assert account.cash == D("100000000") - 40 * D("140021")
     assert set(Order.objects.values_list("status", flat=True)) == {"FILLED"}
+
+
+# --- row_lock: the order path's locks without the ORM's query building --------------------------
+
+
+def _fields(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields}
+
+
+def test_row_lock_reads_what_the_orm_reads_with_its_related_rows(stock):
+    from trading.tests.oms_helpers import make_strategy
+
+    strategy = make_strategy()  # JSON, array, Decimal and time columns on a related row
+    placed = _order(cid="with-strategy", strategy=strategy, limit_price=D("70100"),
+                    order_type="LIMIT")  # fmt: skip
+    alone = _order(cid="no-strategy", side="SELL")
+    for order in (placed, alone):
+        with transaction.atomic():
+            locked = services.row_lock(Order, order.pk, related=("symbol", "strategy"))
+            orm = (
+                Order.objects.select_for_update(of=("self",))
+                .select_related("symbol", "strategy")
+                .get(pk=order.pk)
+            )
+        assert _fields(locked) == _fields(orm)
+        assert [type(v) for v in _fields(locked).values()] == [
+            type(v) for v in _fields(orm).values()
+        ]
+        assert _fields(locked.symbol) == _fields(orm.symbol)
+        assert not locked._state.adding and locked._state.db == "default"
+    with CaptureQueriesContext(connection) as queries:
+        assert services.order_lock(placed.pk).strategy.parameters == strategy.parameters
+        assert services.order_lock(alone.pk).strategy is None  # cached: no query for it
+    assert len(queries) == 2
+    assert services.row_lock(Order, 10**9) is None
+    with pytest.raises(NotFound, match=f"No order {10**9}"):
+        services.order_lock(10**9)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_row_lock_holds_the_row_until_the_transaction_ends(stock):
+    import psycopg
+
+    from qbsite.testing import database_conninfo
+
+    order = _order(cid="locked")
+    with psycopg.connect(database_conninfo(), autocommit=True) as other:
+        with transaction.atomic():
+            services.row_lock(Order, order.pk)
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE NOWAIT", [order.pk])
+        other.execute("SELECT 1 FROM orders WHERE id = %s FOR UPDATE NOWAIT", [order.pk])
