@@ -250,6 +250,71 @@ def commit_floor(count: int) -> None:
     _figures("floor: PostgreSQL commit (UPDATE one row)", samples)
 
 
+async def skeleton_floor(count: int) -> None:
+    """The chain with every engine's logic taken out: what the design costs on this machine.
+
+    The tick's write (one HSET), then two stages like the strategy and orders engines: each
+    receives on its channel (a group send, as the events go), hops to a database thread
+    (database_sync_to_async, as the engines do), commits one UPDATE, and the first one
+    publishes to the second (Pub/Sub mirror + group send: events.apublish). t0 = before the
+    HSET; end = the second commit done. The real chain adds to this the collector's candle,
+    the strategy, sizing, the order, its checks and its transitions."""
+    import redis.asyncio
+    from channels.db import database_sync_to_async
+    from channels.layers import get_channel_layer
+    from django.conf import settings
+    from django.db import connection, transaction
+
+    from qbsite import events
+    from trading.models import Account
+
+    layer = get_channel_layer()
+    client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    pk = await database_sync_to_async(lambda: Account.objects.get(broker="paper").pk)()
+    first, second = "bench.skeleton.first", "bench.skeleton.second"
+    await layer.group_add(events.group_name("candle_closed"), first)
+    await layer.group_add(events.group_name("trading_signal"), second)
+
+    @database_sync_to_async
+    def commit() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("UPDATE accounts SET updated_at = now() WHERE id = %s", [pk])
+
+    done: asyncio.Queue = asyncio.Queue()
+
+    async def stage_one() -> None:
+        while True:
+            await layer.receive(first)
+            await commit()
+            await events.apublish("trading_signal", {"symbol": SYMBOL}, source="bench")
+
+    async def stage_two() -> None:
+        while True:
+            await layer.receive(second)
+            await commit()
+            done.put_nowait(time.perf_counter())
+
+    tasks = [asyncio.create_task(stage_one()), asyncio.create_task(stage_two())]
+    samples = []
+    try:
+        for i in range(count + 50):
+            start = time.perf_counter()
+            await client.hset("bench:skeleton", mapping={"close": str(PRICE), "n": str(i)})
+            await events.apublish("candle_closed", {"symbol": SYMBOL}, source="bench")
+            end = await asyncio.wait_for(done.get(), 10)
+            if i >= 50:
+                samples.append(end - start)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await layer.group_discard(events.group_name("candle_closed"), first)
+        await layer.group_discard(events.group_name("trading_signal"), second)
+        await client.delete("bench:skeleton")
+        await client.aclose()
+    _figures("floor: chain skeleton (2 hops, 2 commits)", samples)
+
+
 # --- 2. tick -> order -> position ---------------------------------------------------------------
 
 
@@ -612,6 +677,7 @@ def main() -> int:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, redis {where}")
         asyncio.run(floors(args.floor_samples))
         commit_floor(args.floor_samples // 4)
+        asyncio.run(skeleton_floor(args.floor_samples // 4))
         asyncio.run(chain(args.candles, args.warmup))
         client.flushdb()
         throughput(args.orders, args.connections, token, client)
