@@ -463,6 +463,10 @@ def test_recent_time_filter_keeps_only_the_range(browser_for, objects):
     )
     browser = browser_for("operator")
     last_hour = browser.get(_url(SystemLog, "changelist"), {"timestamp__recent": "1h"})
-    assert [log.component for log in last_hour.context["cl"].result_list] == ["qb.collector"]
+    # Membership, not the whole list: the log writer's rows of earlier tests (it commits on
+    # its own connection) may still be in the table.
+    recent = list(last_hour.context["cl"].result_list)
+    assert objects[SystemLog][0] in recent
+    assert old not in recent
     last_day = browser.get(_url(SystemLog, "changelist"), {"timestamp__recent": "24h"})
     assert old in last_day.context["cl"].result_list
