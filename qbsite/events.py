@@ -350,16 +350,28 @@ def _send_after_commit(envelope: dict, text: str) -> None:
         )
 
 
-def publish(event_type, data, *, source: str, correlation_id=None, using=DEFAULT_DB_ALIAS) -> dict:
+def publish(
+    event_type,
+    data,
+    *,
+    source: str,
+    correlation_id=None,
+    using=DEFAULT_DB_ALIAS,
+    committed: bool = False,
+) -> dict:
     """Publish an event now, or when the current transaction on `using` commits.
 
     Returns the envelope. Raises UnknownEventType / EventPayloadError at once for a bad event;
-    outside a transaction a Redis failure raises too, after commit it is logged.
+    outside a transaction a Redis failure raises too, after commit it is logged. `committed`:
+    the caller's write is already committed (one statement in autocommit), so outside a
+    transaction a Redis failure is logged as after a commit.
     """
     envelope = build_envelope(event_type, data, source=source, correlation_id=correlation_id)
     text = _encode(envelope)  # fails now, in the caller, if it cannot be JSON
     if transaction.get_connection(using).in_atomic_block:
         transaction.on_commit(functools.partial(_send_after_commit, envelope, text), using=using)
+    elif committed:
+        _send_after_commit(envelope, text)
     else:
         _send(envelope, text)
     return envelope

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -343,7 +344,7 @@ def signal_record(
 
     Returns (signal, created). The UNIQUE (strategy, symbol, interval, time) makes a replayed
     candle a no-op: the stored signal is returned (created False) and nothing is published.
-    A new one publishes `trading_signal` when the transaction commits, with data
+    A new one publishes `trading_signal` once its row is committed, with data
     {signal_id, strategy, symbol, action, price, quantity, confidence, time} and
     `correlation_id` (the candle event's). One INSERT ... ON CONFLICT DO NOTHING: no race
     between two engines on the same candle can make two.
@@ -376,8 +377,12 @@ def signal_record(
         SignalOutcome.PENDING,
         "",
     ]
+    # Outside a transaction the INSERT is one statement in autocommit (it commits by itself:
+    # no COMMIT round trip on the strategy engine's path); inside one, a savepoint keeps a
+    # refused row from breaking the caller's transaction.
+    outer = transaction.get_connection().in_atomic_block
     try:
-        with transaction.atomic():
+        with transaction.atomic() if outer else contextlib.nullcontext():
             with connection.cursor() as cursor:
                 cursor.execute(_INSERT_SQL, row)
                 inserted = cursor.fetchone()
@@ -416,6 +421,7 @@ def signal_record(
                 },
                 source=SOURCE,
                 correlation_id=correlation_id,
+                committed=True,
             )
     except IntegrityError as exc:
         # Not the candle key (ON CONFLICT takes that): a foreign key (checked at commit:
