@@ -436,15 +436,30 @@ def check_inputs(
 
 
 def _check_and_mark(
-    order: Order, *, broker: Broker, actor: str, market: tuple | None = None
+    order: Order,
+    *,
+    broker: Broker,
+    actor: str,
+    market: tuple | None = None,
+    signal: Signal | None = None,
 ) -> checks.Decision:
     """Run the pre-trade checks on a NEW order (locked, inside atomic) and move it to SUBMITTED
     or DENIED. The account row stays locked until the caller's transaction ends. `market`:
-    (quote, now) when the caller has just read them."""
+    (quote, now) when the caller has just read them. `signal`: the (locked) signal the order
+    comes from, marked ORDERED (with the denial, if any) in the transition's round trip."""
     quote, now = market or market_quote(order.symbol_id)
     decision = checks.run(check_inputs(order, quote=quote, now=now, broker=broker))
+    extra_writes = ()
+    if signal is not None:
+        signal.outcome = SignalOutcome.ORDERED
+        signal.outcome_reason = (
+            "" if decision.approved else f"Order denied: {decision.code} {decision.message}"
+        )
+        extra_writes = (("update", signal, ("outcome", "outcome_reason")),)
     if decision.approved:
-        services.order_transition(order, OrderStatus.SUBMITTED, actor=actor)
+        services.order_transition(
+            order, OrderStatus.SUBMITTED, actor=actor, extra_writes=extra_writes
+        )
     else:
         services.order_transition(
             order,
@@ -452,6 +467,7 @@ def _check_and_mark(
             actor=actor,
             reason=decision.message,
             reason_code=decision.code,
+            extra_writes=extra_writes,
         )
         logger.info(
             "Order %s denied: %s %s",
@@ -791,12 +807,9 @@ def order_from_signal(*, signal_id: int) -> Order | None:
             actor=ENGINE_ACTOR,
         )
         order.symbol = signal.symbol
-        decision = _check_and_mark(order, broker=broker, actor=ENGINE_ACTOR, market=market)
-        signal.outcome = SignalOutcome.ORDERED
-        signal.outcome_reason = (
-            "" if decision.approved else f"Order denied: {decision.code} {decision.message}"
+        decision = _check_and_mark(
+            order, broker=broker, actor=ENGINE_ACTOR, market=market, signal=signal
         )
-        services.row_update(signal, ("outcome", "outcome_reason"))
     if decision.approved:
         order = _send(order, broker=broker)
     return order
