@@ -335,6 +335,40 @@ def test_a_signal_is_stored_and_published_once(
     }
 
 
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_a_signal_commits_alone_then_is_published(
+    stocks, subscribe, settings, caplog
+):
+    # The strategy engine's case: no transaction around signal_record, so the INSERT commits
+    # by itself and the event goes out after it.
+    pubsub = subscribe(EventType.TRADING_SIGNAL)
+    s = make()
+    correlation_id = f"test-{uuid.uuid4()}"
+    base = dict(strategy=s, symbol="005930", interval="1m", time=T0, action="BUY", price=70000)
+    signal, created = signal_record(**base, correlation_id=correlation_id)
+    assert created and Signal.objects.get().pk == signal.pk
+    [event] = received(pubsub, correlation_id, wait=2)
+    assert event["data"]["signal_id"] == signal.pk
+    again, created = signal_record(**base, correlation_id=correlation_id)  # replayed candle
+    assert not created and again.pk == signal.pk
+    assert received(pubsub, correlation_id, wait=0.5) == []
+
+    # Redis away after the row committed: the signal is kept, the failure logged, not raised.
+    from qbsite.testing import closed_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    with caplog.at_level(logging.ERROR, logger="qb.events"):
+        later, created = signal_record(**{**base, "time": T0 + dt.timedelta(minutes=1)})
+    assert created and Signal.objects.filter(pk=later.pk).exists()
+    assert "Could not publish trading_signal" in caplog.text
+
+    # A row the database refuses (an unknown symbol: the deferred foreign key, checked when
+    # the statement commits) names what is wrong and stores nothing.
+    with pytest.raises(InvalidInput, match="refused by the database"):
+        signal_record(**{**base, "symbol": "999999"})
+    assert Signal.objects.count() == 2
+
+
 def test_another_candle_interval_or_strategy_is_another_signal(stocks):
     s, other = make(), make("other")
     base = dict(strategy=s, symbol="005930", interval="1m", time=T0, action="BUY", price=70000)
