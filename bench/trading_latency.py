@@ -4,7 +4,9 @@
 
 1. Floors, measured first in the same run: a Channels layer round trip (send -> receive on one
    channel; group_send -> receive, what the events use; apublish -> receive: the Pub/Sub mirror
-   plus the group send), and one PostgreSQL commit (UPDATE of one row).
+   plus the group send), one PostgreSQL commit (UPDATE of one row), and the chain skeleton:
+   the chain below with every engine's logic taken out (the tick's HSET, then two stages that
+   each receive a group send, hop to a database thread and commit; skeleton_floor()).
 2. Tick-to-order and tick-to-position, p50 / p99: the collector, strategy and orders engines run
    in this process under the engines runtime (qbsite.engines.Runtime, as `manage.py runengines`
    runs them) on the Redis channel layer. The collector's feed is a queue this script fills: one
