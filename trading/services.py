@@ -207,7 +207,8 @@ _LOCK_SQL: dict[tuple, tuple[str, list]] = {}
 
 def _lock_sql(model, related: tuple[str, ...]) -> tuple[str, list]:
     """(SELECT ... FOR UPDATE OF the row by primary key, joined to its `related` foreign keys;
-    [(model, fk field or None, [(field, column expression converters)])] to read it back)."""
+    per model read back: (model, its foreign key or None for the row itself, its primary key's
+    position, [(field, column, the column's converters)]))."""
     key = (model, related)
     if key not in _LOCK_SQL:
         meta = model._meta
@@ -232,7 +233,8 @@ def _lock_sql(model, related: tuple[str, ...]) -> tuple[str, list]:
                     connection
                 )
                 fields.append((field, col, converters))
-            plan.append((part_model, fk, fields))
+            pk_at = [field.primary_key for field, _, _ in fields].index(True)
+            plan.append((part_model, fk, pk_at, fields))
         _LOCK_SQL[key] = (
             f"SELECT {', '.join(columns)} FROM {_qn(meta.db_table)} t{''.join(joins)}"
             f" WHERE t.{_qn(meta.pk.column)} = %s FOR UPDATE OF t",
@@ -255,7 +257,7 @@ def row_lock(model, pk, *, related: tuple[str, ...] = ()):
         return None
     values = iter(row)
     instances = []
-    for part_model, fk, fields in plan:
+    for part_model, fk, pk_at, fields in plan:
         attnames, converted = [], []
         for field, col, converters in fields:
             value = next(values)
@@ -263,8 +265,8 @@ def row_lock(model, pk, *, related: tuple[str, ...] = ()):
                 value = converter(value, col, connection)
             attnames.append(field.attname)
             converted.append(value)
-        instance = None
-        if converted[[f.primary_key for f, _, _ in fields].index(True)] is not None:
+        instance = None  # a null foreign key: no row joined
+        if converted[pk_at] is not None:
             instance = part_model.from_db(connection.alias, attnames, converted)
         instances.append((fk, instance))
     main = instances[0][1]
