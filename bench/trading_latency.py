@@ -252,7 +252,7 @@ def commit_floor(count: int) -> None:
     _figures("floor: PostgreSQL commit (UPDATE one row)", samples)
 
 
-async def skeleton_floor(count: int) -> None:
+async def skeleton_floor(count: int, *, hops: bool = True) -> None:
     """The chain with every engine's logic taken out: what the design costs on this machine.
 
     The tick's write (one HSET), then two stages like the strategy and orders engines: each
@@ -260,7 +260,10 @@ async def skeleton_floor(count: int) -> None:
     (database_sync_to_async, as the engines do), commits one UPDATE, and the first one
     publishes to the second (Pub/Sub mirror + group send: events.apublish). t0 = before the
     HSET; end = the second commit done. The real chain adds to this the collector's candle,
-    the strategy, sizing, the order, its checks and its transitions."""
+    the strategy, sizing, the order, its checks and its transitions.
+
+    hops=False: the same without the channel layer (the stages hand over through in-process
+    queues, nothing published): what a design without the two hops would start from."""
     import redis.asyncio
     from channels.db import database_sync_to_async
     from channels.layers import get_channel_layer
@@ -274,8 +277,19 @@ async def skeleton_floor(count: int) -> None:
     client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
     pk = await database_sync_to_async(lambda: Account.objects.get(broker="paper").pk)()
     first, second = "bench.skeleton.first", "bench.skeleton.second"
-    await layer.group_add(events.group_name("candle_closed"), first)
-    await layer.group_add(events.group_name("trading_signal"), second)
+    inboxes = {first: asyncio.Queue(), second: asyncio.Queue()}
+    if hops:
+        await layer.group_add(events.group_name("candle_closed"), first)
+        await layer.group_add(events.group_name("trading_signal"), second)
+
+    async def receive(channel: str) -> None:
+        await (layer.receive(channel) if hops else inboxes[channel].get())
+
+    async def hand_over(event_type: str, channel: str) -> None:
+        if hops:
+            await events.apublish(event_type, {"symbol": SYMBOL}, source="bench")
+        else:
+            inboxes[channel].put_nowait(event_type)
 
     @database_sync_to_async
     def commit() -> None:
@@ -286,13 +300,13 @@ async def skeleton_floor(count: int) -> None:
 
     async def stage_one() -> None:
         while True:
-            await layer.receive(first)
+            await receive(first)
             await commit()
-            await events.apublish("trading_signal", {"symbol": SYMBOL}, source="bench")
+            await hand_over("trading_signal", second)
 
     async def stage_two() -> None:
         while True:
-            await layer.receive(second)
+            await receive(second)
             await commit()
             done.put_nowait(time.perf_counter())
 
@@ -302,7 +316,7 @@ async def skeleton_floor(count: int) -> None:
         for i in range(count + 50):
             start = time.perf_counter()
             await client.hset("bench:skeleton", mapping={"close": str(PRICE), "n": str(i)})
-            await events.apublish("candle_closed", {"symbol": SYMBOL}, source="bench")
+            await hand_over("candle_closed", first)
             end = await asyncio.wait_for(done.get(), 10)
             if i >= 50:
                 samples.append(end - start)
@@ -310,11 +324,15 @@ async def skeleton_floor(count: int) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await layer.group_discard(events.group_name("candle_closed"), first)
-        await layer.group_discard(events.group_name("trading_signal"), second)
+        if hops:
+            await layer.group_discard(events.group_name("candle_closed"), first)
+            await layer.group_discard(events.group_name("trading_signal"), second)
         await client.delete("bench:skeleton")
         await client.aclose()
-    _figures("floor: chain skeleton (2 hops, 2 commits)", samples)
+    if hops:
+        _figures("floor: chain skeleton (2 hops, 2 commits)", samples)
+    else:
+        _figures("  the same without the channel layer", samples)
 
 
 # --- 2. tick -> order -> position ---------------------------------------------------------------
@@ -680,6 +698,7 @@ def main() -> int:
         asyncio.run(floors(args.floor_samples))
         commit_floor(args.floor_samples // 4)
         asyncio.run(skeleton_floor(args.floor_samples // 4))
+        asyncio.run(skeleton_floor(args.floor_samples // 4, hops=False))
         asyncio.run(chain(args.candles, args.warmup))
         client.flushdb()
         throughput(args.orders, args.connections, token, client)
