@@ -805,6 +805,7 @@ def order_from_signal(*, signal_id: int) -> Order | None:
             signal=signal,
             broker=broker.name,
             actor=ENGINE_ACTOR,
+            new_key=True,  # the signal is locked and PENDING: it has no order yet
         )
         order.symbol = signal.symbol
         decision = _check_and_mark(

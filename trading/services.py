@@ -407,11 +407,14 @@ def order_create(
     broker: str | None = None,
     actor: str,
     at: dt.datetime | None = None,
+    new_key: bool = False,
 ) -> tuple[Order, bool]:
     """Create a NEW order, or return the one that already has this client_order_id.
 
     Returns (order, created). The same client_order_id with different terms is a Conflict
-    naming the differences; so is a second order for the same signal.
+    naming the differences; so is a second order for the same signal. `new_key`: the caller
+    knows the key unused and the symbol known (the order of a locked PENDING signal), so the
+    round trip that looks first is skipped; a stored order with the key still ends as below.
     """
     if not isinstance(client_order_id, str) or not client_order_id.strip():
         raise OrderError("client_order_id must be a non-empty string.")
@@ -422,18 +425,19 @@ def order_create(
     )
     at = _aware(at, "at")
     broker = broker or getattr(settings, "TRADING_BROKER", "paper")
-    # The key already used? The symbol known? One round trip for both (the order path).
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT id FROM {_qn(Order._meta.db_table)} WHERE client_order_id = %s),"
-            f" EXISTS (SELECT 1 FROM {_qn(Stock._meta.db_table)} WHERE symbol = %s)",
-            [client_order_id, request.symbol],
-        )
-        existing_id, known = cursor.fetchone()
-    if existing_id is not None:
-        return _existing(Order.objects.get(pk=existing_id), request), False
-    if not known:
-        raise OrderError(f"Unknown symbol {request.symbol!r}: not in stocks_metadata.")
+    if not new_key:
+        # The key already used? The symbol known? One round trip for both (the order path).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT (SELECT id FROM {_qn(Order._meta.db_table)} WHERE client_order_id = %s),"
+                f" EXISTS (SELECT 1 FROM {_qn(Stock._meta.db_table)} WHERE symbol = %s)",
+                [client_order_id, request.symbol],
+            )
+            existing_id, known = cursor.fetchone()
+        if existing_id is not None:
+            return _existing(Order.objects.get(pk=existing_id), request), False
+        if not known:
+            raise OrderError(f"Unknown symbol {request.symbol!r}: not in stocks_metadata.")
     order = Order(
         client_order_id=client_order_id,
         broker=broker,

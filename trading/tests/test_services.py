@@ -283,6 +283,27 @@ def test_order_create_is_idempotent_on_the_client_order_id(stock):
     assert Order.objects.count() == 1
 
 
+def test_order_create_with_a_new_key_skips_the_look_first_and_still_finds_a_stored_one(stock):
+    terms = dict(symbol="005930", side="BUY", order_type="LIMIT", quantity=5, actor="engine")
+    with CaptureQueriesContext(connection) as plain:
+        services.order_create(client_order_id="K0", limit_price="70000", **terms)
+    with CaptureQueriesContext(connection) as queries:
+        first, created = services.order_create(
+            client_order_id="K1", limit_price="70000", new_key=True, **terms
+        )
+    assert created and len(queries) == len(plain) - 1 == 1
+    assert Order.objects.get(client_order_id="K1").transitions.get().to_status == "NEW"
+    # The caller was wrong (the key is stored): the insert takes nothing, the stored order
+    # comes back, or a Conflict naming the key when the terms differ.
+    again, created = services.order_create(
+        client_order_id="K1", limit_price=D("70000"), new_key=True, **terms
+    )
+    assert (again.pk, created) == (first.pk, False)
+    with pytest.raises(Conflict, match=r"K1.*already used by order"):
+        services.order_create(client_order_id="K1", limit_price="70100", new_key=True, **terms)
+    assert Order.objects.count() == 2
+
+
 @pytest.mark.parametrize(
     ("changes", "error"),
     [
