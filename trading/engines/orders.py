@@ -50,7 +50,7 @@ from django.conf import settings
 from marketdata import krx
 from qbsite.engine_base import Engine
 from qbsite.engines import DB_ERRORS
-from qbsite.events import EventType
+from qbsite.events import EventType, envelope_preview
 from qbsite.exceptions import QBError
 from trading import broker_sync, oms
 from trading.brokers.paper import NAME as PAPER
@@ -145,7 +145,7 @@ class OrdersEngine(Engine):
                 "Rejected a %s event: %s.",
                 kind,
                 exc,
-                extra={"metadata": {"event": str(envelope)[:500]}},
+                extra={"metadata": {"event": envelope_preview(envelope)}},
             )
         except QBError as exc:
             self.counts["failed"] += 1

@@ -53,7 +53,7 @@ from django.utils import timezone
 from marketdata import krx
 from qbsite.engine_base import Engine
 from qbsite.engines import DB_ERRORS
-from qbsite.events import EventType, apublish_many, envelope_correlation_id
+from qbsite.events import EventType, apublish_many, envelope_correlation_id, envelope_preview
 from qbsite.fields import SYMBOL_REGEX
 from trading.models import Position
 from trading.performance import performance_compute, performance_exists
@@ -185,7 +185,7 @@ class PortfolioEngine(Engine):
                 "Rejected a %s event: %s.",
                 kind,
                 exc,
-                extra={"metadata": {"event": str(envelope)[:500]}},
+                extra={"metadata": {"event": envelope_preview(envelope)}},
             )
         except Exception:
             self.counts["failed"] += 1
