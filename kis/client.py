@@ -208,6 +208,20 @@ def _side(code: str) -> str:
     return {"01": "sell", "02": "buy"}.get(code, code)
 
 
+def _order_row(row: dict) -> dict:
+    """The fields an order row of KIS's order inquiries (open orders, daily fills) shares."""
+    return {
+        "order_no": row["odno"],
+        "original_order_no": row.get("orgn_odno", ""),
+        "org_no": row.get("ord_gno_brno", ""),
+        "symbol": row.get("pdno", ""),
+        "side": _side(row.get("sll_buy_dvsn_cd", "")),
+        "quantity": _int(row.get("ord_qty", 0)),
+        "price": _dec(row.get("ord_unpr", 0)),
+        "filled": _int(row.get("tot_ccld_qty", 0)),
+    }
+
+
 def today_kst() -> dt.date:
     return dt.datetime.now(KST).date()
 
@@ -687,14 +701,7 @@ class KISClient:
                     continue
                 orders.append(
                     OpenOrder(
-                        order_no=row["odno"],
-                        original_order_no=row.get("orgn_odno", ""),
-                        org_no=row.get("ord_gno_brno", ""),
-                        symbol=row.get("pdno", ""),
-                        side=_side(row.get("sll_buy_dvsn_cd", "")),
-                        quantity=_int(row.get("ord_qty", 0)),
-                        price=_dec(row.get("ord_unpr", 0)),
-                        filled=_int(row.get("tot_ccld_qty", 0)),
+                        **_order_row(row),
                         cancellable=_int(row.get("psbl_qty", 0)),
                         time=_kst_time(today, row.get("ord_tmd", "")),
                     )
@@ -735,14 +742,7 @@ class KISClient:
                 result.append(
                     OrderFills(
                         date=day,
-                        order_no=row["odno"],
-                        original_order_no=row.get("orgn_odno", ""),
-                        org_no=row.get("ord_gno_brno", ""),
-                        symbol=row.get("pdno", ""),
-                        side=_side(row.get("sll_buy_dvsn_cd", "")),
-                        quantity=_int(row.get("ord_qty", 0)),
-                        price=_dec(row.get("ord_unpr", 0)),
-                        filled=_int(row.get("tot_ccld_qty", 0)),
+                        **_order_row(row),
                         average_price=_dec(row.get("avg_prvs", 0)),
                         filled_amount=_dec(row.get("tot_ccld_amt", 0)),
                         remaining=_int(row.get("rmn_qty", 0)),
