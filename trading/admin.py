@@ -24,6 +24,7 @@ from qbsite.admin_utils import (
     is_operator,
 )
 from qbsite.exceptions import QBError
+from qbsite.roles import admin_actor
 from trading import broker_sync, oms, services
 from trading.brokers import BROKERS
 from trading.models import (
@@ -172,12 +173,8 @@ class OrderFillInline(_ReadOnlyInline):
     verbose_name = "fill"
 
 
-def admin_actor(request) -> str:
-    return f"admin:{request.user.get_username()}"[:64]
-
-
 @admin.register(Order)
-class OrderAdmin(BigTableAdminMixin, OperatorAdmin):
+class OrderAdmin(BigTableAdminMixin, ReadOnlyOperatorAdmin):
     list_display = (
         "created_at",
         "client_order_id",
@@ -202,7 +199,7 @@ class OrderAdmin(BigTableAdminMixin, OperatorAdmin):
     ordering = ("-created_at", "-id")
     sortable_by = ("created_at",)
     inlines = (OrderTransitionInline, OrderFillInline)
-    actions = ("cancel_orders",)
+    actions = ("cancel_orders",)  # view only otherwise: the history is the OMS's to write
     fieldsets = (
         (None, {"fields": ("client_order_id", "status", "reason_code", "reason")}),
         (
@@ -225,16 +222,6 @@ class OrderAdmin(BigTableAdminMixin, OperatorAdmin):
             },
         ),
     )
-
-    # The history is the OMS's to write: view only (the cancel action aside).
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.action(description="Cancel the selected orders")
     def cancel_orders(self, request, queryset):
@@ -317,7 +304,7 @@ class AccountAdmin(OperatorAdmin):
 
 
 @admin.register(BrokerSync)
-class BrokerSyncAdmin(OperatorAdmin):
+class BrokerSyncAdmin(ReadOnlyOperatorAdmin):
     list_display = ("broker", "status", "checked_at", "override_by", "override_at", "reason")
     readonly_fields = (
         "broker",
@@ -330,15 +317,6 @@ class BrokerSyncAdmin(OperatorAdmin):
         "override_note",
     )
     actions = ("override", "end_override")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.action(description="Allow trading despite the disagreement (until the next check)")
     def override(self, request, queryset):
