@@ -38,3 +38,12 @@ def role_of(user) -> Role | None:
     if CLIENT_GROUP in groups:
         return Role.CLIENT
     return None
+
+
+# Who a change is recorded as (OrderTransition.actor, LimitChange.actor, ...: 64 characters).
+def api_actor(user) -> str:
+    return f"api:{user.get_username()}"[:64]
+
+
+def admin_actor(request) -> str:
+    return f"admin:{request.user.get_username()}"[:64]

@@ -12,6 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from qbsite.admin_utils import OperatorAdmin, ReadOnlyOperatorAdmin, RecentTimeFilter, is_operator
 from qbsite.exceptions import QBError
+from qbsite.roles import admin_actor
 from risk import services
 from risk.models import (
     LimitChange,
@@ -23,10 +24,6 @@ from risk.models import (
     TradingState,
     TradingStateChange,
 )
-
-
-def admin_actor(request) -> str:
-    return f"admin:{request.user.get_username()}"[:64]
 
 
 @admin.register(RiskMetric)

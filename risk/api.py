@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from qbsite.exceptions import NotFound
 from qbsite.pagination import KeysetCursorPagination
+from qbsite.roles import api_actor
 from risk import services
 from risk.filters import (
     LimitChangeFilter,
@@ -48,10 +49,6 @@ from risk.serializers import (
     TradingStateSerializer,
     TradingStateSetSerializer,
 )
-
-
-def api_actor(user) -> str:
-    return f"api:{user.get_username()}"[:64]
 
 
 class _History(viewsets.ReadOnlyModelViewSet):

@@ -30,7 +30,7 @@ from qbsite.exceptions import Conflict
 from qbsite.filters import StableOrderingFilter
 from qbsite.pagination import KeysetCursorPagination
 from qbsite.permissions import ALL_ROLES
-from qbsite.roles import Role
+from qbsite.roles import Role, api_actor
 from trading import oms, selectors
 from trading.filters import OrderFilter, PositionFilter, StrategyPerformanceFilter, TradeFilter
 from trading.models import Position, StrategyPerformance, Trade
@@ -82,11 +82,6 @@ class StrategyPerformanceViewSet(viewsets.ReadOnlyModelViewSet):
 
 
 # --- orders ----------------------------------------------------------------------------------
-
-
-def api_actor(user) -> str:
-    """Who an API change is recorded as (OrderTransition.actor, 64 characters)."""
-    return f"api:{user.get_username()}"[:64]
 
 
 def _key_taken(client_order_id: str) -> Conflict:
