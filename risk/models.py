@@ -48,6 +48,18 @@ class RiskMetric(models.Model):
 _RATIO_HELP = "A fraction of the portfolio value: 0.2 = 20 %."
 
 
+# The limits that are counts (or seconds): each at least 1 (a CHECK here, a clear error in
+# risk.services before the database sees it).
+COUNT_LIMITS = (
+    "max_consecutive_losses",
+    "max_trades_per_day",
+    "max_orders_per_second",
+    "stoploss_guard_count",
+    "stoploss_guard_window_seconds",
+    "metrics_interval_seconds",
+)
+
+
 class RiskLimits(models.Model):
     """The risk limits in force (risk_limits): exactly one row (id 1), edited through
     risk.services.limits_update, which records every changed field as a LimitChange."""
@@ -152,14 +164,7 @@ class RiskLimits(models.Model):
                 models.CheckConstraint(
                     condition=Q(**{f"{name}__gt": 0}), name=f"risk_limits_{name}_gt_0"
                 )
-                for name in (
-                    "max_consecutive_losses",
-                    "max_trades_per_day",
-                    "max_orders_per_second",
-                    "stoploss_guard_count",
-                    "stoploss_guard_window_seconds",
-                    "metrics_interval_seconds",
-                )
+                for name in COUNT_LIMITS
             ),
         ]
 

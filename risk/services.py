@@ -46,6 +46,7 @@ from qbsite.events import EventType, publish
 from qbsite.exceptions import InvalidInput, NotFound
 
 from .models import (
+    COUNT_LIMITS,
     LimitChange,
     LockKind,
     RiskAlert,
@@ -256,14 +257,7 @@ def _check_relations(limits: RiskLimits) -> None:
             problems.append(
                 f"{name} must be a positive amount of KRW (got {getattr(limits, name)})"
             )
-    for name in (
-        "max_consecutive_losses",
-        "max_trades_per_day",
-        "max_orders_per_second",
-        "stoploss_guard_count",
-        "stoploss_guard_window_seconds",
-        "metrics_interval_seconds",
-    ):
+    for name in COUNT_LIMITS:
         if getattr(limits, name) <= 0:
             problems.append(f"{name} must be at least 1 (got {getattr(limits, name)})")
     if problems:
